@@ -1,0 +1,309 @@
+"""Command-line interface: parse options, resolve config, call one library function, report.
+
+TensorFlow is imported only inside ``train`` (via textgen.train), so ``textgen --help`` and
+``textgen sample`` start instantly. A ``TextgenError`` becomes one line on stderr and a non-zero
+exit; ``--traceback`` shows the full trace instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import PrimeError, TextgenError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+DEFAULT_RUN = "checkpoints/latest"
+
+
+class TextgenGroup(click.Group):
+    """Turns TextgenError into a one-line message with the error's exit code."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except TextgenError as e:
+            if ctx.obj and ctx.obj.get("traceback"):
+                raise
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(e.exit_code)
+
+
+@click.group(cls=TextgenGroup, context_settings=CONTEXT)
+@click.version_option(__version__, "--version", prog_name="textgen")
+@click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
+@click.pass_context
+def cli(ctx, traceback):
+    """Train character-level LSTM language models on your own text, and generate from them.
+
+    \b
+    textgen train corpora/tinyshakespeare.txt --config configs/quick.toml
+    textgen sample --chars 500 --temperature 0.5
+    textgen info checkpoints/latest
+    """
+    ctx.ensure_object(dict)["traceback"] = traceback
+
+
+def _config_path(value: str | None) -> Path | None:
+    """--config accepts a path, or a preset name looked up as configs/NAME.toml."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.exists() and path.suffix == "" and (Path("configs") / f"{value}.toml").exists():
+        return Path("configs") / f"{value}.toml"
+    return path
+
+
+def _positive_float(ctx, param, value):
+    if value is not None and not (value > 0 and math.isfinite(value)):
+        raise click.BadParameter(f"must be a positive number, got {value}")
+    return value
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("corpus", nargs=-1, required=True)
+@click.option("--config", "config_file", metavar="FILE|NAME",
+              help="TOML config (e.g. configs/quick.toml, or just 'quick').")
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Run folder to create (default: checkpoints/<corpus>-<timestamp>).")
+@click.option("--resume", is_flag=True, help="Continue the unfinished run in --out.")
+@click.option("--save-every", type=click.IntRange(min=1), metavar="STEPS",
+              help="Also save a resumable checkpoint every STEPS steps (always every epoch).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training windows [10].")
+@click.option("--steps-per-epoch", type=click.IntRange(min=1),
+              help="Cap the steps in each epoch [one full pass].")
+@click.option("--window", type=click.IntRange(min=1), help="Characters per training window [40].")
+@click.option("--step", type=click.IntRange(min=1), help="Characters between window starts [3].")
+@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True),
+              help="Fraction held out from the end of the text for validation [0.1].")
+@click.option("--batch-size", type=click.IntRange(min=1), help="Windows per step [128].")
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), help="Recurrent cell [lstm].")
+@click.option("--layers", type=click.IntRange(min=1), help="Recurrent layers [2].")
+@click.option("--units", type=click.IntRange(min=1), help="Units per recurrent layer [128].")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
+              help="Dropout after each recurrent layer [0.2].")
+@click.option("--embedding-dim", type=click.IntRange(min=1), help="Character embedding size [64].")
+@click.option("--optimizer", type=click.Choice(["rmsprop", "adam", "adagrad", "sgd"]),
+              help="Optimizer [rmsprop].")
+@click.option("--lr", type=float, callback=_positive_float, help="Learning rate [0.01].")
+@click.option("--clipnorm", type=click.FloatRange(min=0), help="Gradient norm clip, 0 = off [5].")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed [drawn and recorded].")
+@click.option("--encoding", help="Encoding of the corpus files [utf-8].")
+@click.option("--glob", help="Files to read from directories [*.txt].")
+@click.option("--lowercase/--no-lowercase", default=None, help="Lowercase the text [no].")
+def train(corpus, config_file, out, resume, save_every, **flags):
+    """Train a model on CORPUS (files or directories) and save a run folder.
+
+    Settings come from the defaults, then --config, then these flags. The run folder holds the
+    best weights, vocabulary, resolved config and a CSV log; checkpoints/latest points at it.
+    Progress goes to stderr; the run folder's path is printed on stdout.
+
+    \b
+    textgen train corpora/tinyshakespeare.txt
+    textgen train corpora/ --config configs/quick.toml --out checkpoints/demo
+    textgen train corpora/tinyshakespeare.txt --out checkpoints/demo --resume
+    """
+    from .config import resolve
+    from .runs import default_run_path
+    from .train import train as run_training
+
+    sections = {
+        "clean": ("encoding", "glob", "lowercase"),
+        "window": ("window", "step", "val_split", "batch_size"),
+        "model": ("cell", "layers", "units", "dropout", "embedding_dim"),
+        "train": ("epochs", "steps_per_epoch", "optimizer", "lr", "clipnorm", "seed"),
+    }
+    overrides = {s: {k: flags[k] for k in keys} for s, keys in sections.items()}
+    config = resolve(_config_path(config_file), overrides)
+    if resume and out is None:
+        raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
+    if out is None:
+        out = default_run_path(Path(corpus[0]).stem or "run")
+    result = run_training(list(corpus), config, out, resume=resume, save_every=save_every)
+    best = "n/a" if result.best_loss is None else f"{result.best_loss:.4f} nats/char"
+    click.echo(f"trained {result.epochs_done} epochs ({result.steps_done} steps); "
+               f"best loss {best}", err=True)
+    click.echo(str(out))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.option("--run", "run_dir", default=DEFAULT_RUN, show_default=True,
+              type=click.Path(path_type=Path), help="Run folder to sample from.")
+@click.option("--chars", type=click.IntRange(min=1), help="Characters per sample [500].")
+@click.option("--lines", type=click.IntRange(min=1), help="Or: generated lines per sample.")
+@click.option("--temperature", "--diversity", "temperatures", type=float, multiple=True,
+              help="Sampling temperature; repeat for one block per value. 0 = greedy [1.0].")
+@click.option("--top-k", type=click.IntRange(min=1), help="Sample only from the K likeliest.")
+@click.option("--top-p", type=float, help="Sample only from the smallest set with mass P.")
+@click.option("--prime", help="Text to start from (output starts with it).")
+@click.option("--prime-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read the prime text from a file.")
+@click.option("--n", "n", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Samples per temperature, generated as one batch.")
+@click.option("--stop", help="End each sample at this string.")
+@click.option("--seed", type=click.IntRange(min=0), help="Random seed; same seed, same text.")
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Write to FILE instead of stdout (refuses to overwrite).")
+@click.option("--stream", is_flag=True, help="Print characters as they are generated.")
+@click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text",
+              show_default=True, help="jsonl: one record per sample with its settings.")
+@click.option("--replay", metavar="RECORD", help="Regenerate a JSONL record (JSON text).")
+def sample(run_dir, chars, lines, temperatures, top_k, top_p, prime, prime_file, n, stop, seed,
+           output, stream, fmt, replay):
+    """Generate text from a trained run (NumPy only: starts in well under a second).
+
+    \b
+    textgen sample --chars 500 --temperature 0.2
+    textgen sample --lines 4 --temperature 0.2 --temperature 0.5 --temperature 1.0
+    textgen sample --prime "ROMEO:" --n 3 --seed 1 --format jsonl
+    """
+    from .sample import SampleRequest, load, validate_request
+
+    if replay is not None:
+        record = _parse_record(replay)
+        run_dir = Path(record.get("run", run_dir)) if run_dir == Path(DEFAULT_RUN) else run_dir
+    if prime is not None and prime_file is not None:
+        raise click.UsageError("give --prime or --prime-file, not both")
+    if prime_file is not None:
+        prime = prime_file.read_text(encoding="utf-8")
+    if stream and n > 1:
+        raise click.UsageError("--stream prints one sample at a time; use it with --n 1")
+    if output is not None and output.exists():
+        raise click.UsageError(f"{output} already exists; choose another --output or remove it")
+
+    gen = load(run_dir)
+    if replay is not None:
+        requests = [_request_from_record(record, gen)]
+    else:
+        if chars is None and lines is None:
+            chars = 500
+        if prime == "random":
+            prime = gen.random_prime(seed)
+        requests = [SampleRequest(prime=prime, chars=chars, lines=lines, temperature=t,
+                                  top_k=top_k, top_p=top_p, n=n, seed=seed, stop=stop)
+                    for t in (temperatures or (1.0,))]
+    for req in requests:
+        try:
+            validate_request(req)
+        except ValueError as e:
+            raise click.UsageError(str(e)) from None
+
+    sink = _Sink(output)
+    show_headers = fmt == "text" and (len(requests) > 1 or n > 1)
+    for req in requests:
+        streaming = stream and fmt == "text"
+        if streaming:
+            if show_headers:
+                sink.write(_header(req, 0, gen))
+            if req.prime is not None:
+                sink.write(req.prime)
+        try:
+            results = gen.sample(req, on_text=(lambda b, ch: sink.write(ch, flush=True))
+                                 if streaming else None)
+        except PrimeError as e:
+            raise click.UsageError(str(e)) from None
+        for s in results:
+            if replay is not None and s.index != record.get("index", 0):
+                continue
+            if fmt == "jsonl":
+                sink.write(json.dumps(_record(req, s, gen, run_dir), ensure_ascii=False) + "\n")
+            elif streaming:
+                sink.write("\n")
+            else:
+                if show_headers:
+                    sink.write(_header(req, s.index, gen))
+                sink.write((req.prime or "") + s.text + "\n")
+    sink.close()
+
+
+def _header(req, index, gen) -> str:
+    return f"----- temperature {req.temperature:g}, sample {index + 1} of {req.n}\n"
+
+
+def _record(req, s, gen, run_dir) -> dict:
+    return {"text": s.text, "prime": s.prime, "seed": s.seed, "temperature": req.temperature,
+            "top_k": req.top_k, "top_p": req.top_p, "chars": req.chars, "lines": req.lines,
+            "stop": req.stop, "n": req.n, "index": s.index, "weights": gen.weights_hash,
+            "run": str(run_dir)}
+
+
+def _parse_record(text: str) -> dict:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        raise click.BadParameter("not a JSON record", param_hint="--replay") from None
+    if not isinstance(record, dict) or "seed" not in record or "prime" not in record:
+        raise click.BadParameter("record lacks seed/prime; pass a line from --format jsonl",
+                                 param_hint="--replay")
+    return record
+
+
+def _request_from_record(record: dict, gen):
+    from .sample import SampleRequest
+
+    if record.get("weights") not in (None, gen.weights_hash):
+        raise click.UsageError(
+            f"record was made with weights {record['weights']}, this run has "
+            f"{gen.weights_hash}; pass --run with the run that made it"
+        )
+    return SampleRequest(prime=record["prime"], chars=record.get("chars"),
+                         lines=record.get("lines"), temperature=record.get("temperature", 1.0),
+                         top_k=record.get("top_k"), top_p=record.get("top_p"),
+                         n=record.get("n", 1), seed=record["seed"], stop=record.get("stop"))
+
+
+class _Sink:
+    """stdout, or a file written atomically at the end (never overwriting an existing one)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.parts: list[str] = []
+
+    def write(self, text: str, flush: bool = False) -> None:
+        if self.path is None:
+            sys.stdout.write(text)
+            if flush:
+                sys.stdout.flush()
+        else:
+            self.parts.append(text)
+
+    def close(self) -> None:
+        if self.path is None:
+            sys.stdout.flush()
+            return
+        from .runs import write_text
+
+        write_text(self.path, "".join(self.parts))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", default=DEFAULT_RUN, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(run_dir, as_json):
+    """Summarise a run folder: config, vocabulary, parameters, progress, best loss.
+
+    \b
+    textgen info checkpoints/latest
+    """
+    from .runs import summarise
+
+    summary = summarise(run_dir)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
+        return
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            click.echo(f"{key}:")
+            for k, v in value.items():
+                click.echo(f"  {k}: {v!r}" if isinstance(v, str) else f"  {k}: {v}")
+        else:
+            click.echo(f"{key}: {value}")
+
+
+def main() -> None:
+    cli(prog_name="textgen")

@@ -1,0 +1,204 @@
+"""Typed, immutable configuration for every stage, and how it is resolved.
+
+Precedence: defaults in these dataclasses < a TOML file (``--config``) < command-line flags.
+The fully resolved ``Config`` is written to the run folder as ``config.json``; it is all that
+``sample`` and ``info`` need to rebuild the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CELLS = ("lstm", "gru", "rnn")
+OPTIMIZERS = ("rmsprop", "adam", "adagrad", "sgd")
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """How corpus files are read and normalised (see corpus.py for the order rules apply in)."""
+
+    encoding: str = "utf-8"  # codec for every input file; decoding errors are fatal
+    glob: str = "*.txt"  # which files to take from a directory (searched recursively)
+    lowercase: bool = False
+    doc_separator: str = "\n"  # joins documents (files); part of the vocabulary
+
+    def validate(self) -> None:
+        import codecs
+
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(f"clean.encoding: unknown encoding {self.encoding!r}") from None
+        if not self.glob:
+            raise ConfigError("clean.glob must not be empty")
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """How the id sequence is cut into training windows."""
+
+    window: int = 40  # characters of context per training sequence (and targets per window)
+    step: int = 3  # characters between the starts of consecutive windows
+    val_split: float = 0.1  # fraction of the text, taken from its end, held out for validation
+    batch_size: int = 128  # windows per training step
+
+    def validate(self) -> None:
+        _positive("window.window", self.window)
+        _positive("window.step", self.step)
+        _positive("window.batch_size", self.batch_size)
+        if not (0.0 <= self.val_split < 1.0):
+            raise ConfigError(f"window.val_split must be in [0, 1), got {self.val_split}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: Embedding -> layers x RNN cell (Dropout between) -> Dense logits."""
+
+    cell: str = "lstm"  # lstm | gru | rnn
+    layers: int = 2
+    units: int = 128  # hidden units per recurrent layer
+    dropout: float = 0.2  # after each recurrent layer (never recurrent dropout: keeps cuDNN)
+    embedding_dim: int = 64  # size of the learned character embedding
+
+    def validate(self) -> None:
+        if self.cell not in CELLS:
+            raise ConfigError(f"model.cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        _positive("model.layers", self.layers)
+        _positive("model.units", self.units)
+        _positive("model.embedding_dim", self.embedding_dim)
+        if not (0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings."""
+
+    epochs: int = 10
+    steps_per_epoch: int | None = None  # cap on steps per epoch (None: one pass over the windows)
+    optimizer: str = "rmsprop"
+    lr: float = 0.01  # learning rate
+    clipnorm: float = 5.0  # gradient norm clipping, as char-rnn (0 disables)
+    seed: int | None = None  # None: drawn at start and recorded in config.json
+
+    def validate(self) -> None:
+        _positive("train.epochs", self.epochs)
+        if self.steps_per_epoch is not None:
+            _positive("train.steps_per_epoch", self.steps_per_epoch)
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
+        if not (self.clipnorm >= 0 and math.isfinite(self.clipnorm)):
+            raise ConfigError(f"train.clipnorm must be >= 0, got {self.clipnorm}")
+        if self.seed is not None and self.seed < 0:
+            raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class Config:
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def validate(self) -> "Config":
+        for section in fields(self):
+            getattr(self, section.name).validate()
+        return self
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> "Config":
+        """Build a Config from nested dicts; unknown sections or keys are errors."""
+        return merge(cls(), data, source)
+
+    def with_seed(self, seed: int) -> "Config":
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
+
+
+SECTIONS = {f.name: f.type for f in fields(Config)}
+
+
+def _positive(name: str, value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def merge(base: Config, overrides: dict[str, Any], source: str) -> Config:
+    """Return ``base`` with ``overrides`` ({section: {key: value}}) applied; None values are skipped."""
+    sections = {}
+    for name in (f.name for f in fields(Config)):
+        current = getattr(base, name)
+        given = overrides.get(name, {}) or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{source}: [{name}] must be a table")
+        known = {f.name: f for f in fields(current)}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise ConfigError(
+                f"{source}: unknown key(s) in [{name}]: {', '.join(unknown)} "
+                f"(known: {', '.join(known)})"
+            )
+        changes = {}
+        for key, value in given.items():
+            if value is None:
+                continue
+            changes[key] = _coerce(source, name, key, value, getattr(current, key))
+        sections[name] = dataclasses.replace(current, **changes)
+    unknown_sections = sorted(set(overrides) - set(sections))
+    if unknown_sections:
+        raise ConfigError(
+            f"{source}: unknown section(s) {', '.join(unknown_sections)} "
+            f"(known: {', '.join(sections)})"
+        )
+    return Config(**sections).validate()
+
+
+def _coerce(source: str, section: str, key: str, value: Any, default: Any) -> Any:
+    """Check a TOML/JSON/flag value against the type of the field's default."""
+    where = f"{source}: {section}.{key}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        value = float(value)
+    elif isinstance(default, int) or (default is None and key in ("seed", "steps_per_epoch")):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be an integer, got {value!r}")
+    elif isinstance(default, str):
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+
+
+def resolve(config_path: str | Path | None, flags: dict[str, dict[str, Any]]) -> Config:
+    """Defaults < TOML file < flags (flags whose value is None were not given)."""
+    config = Config()
+    if config_path is not None:
+        config = merge(config, load_toml(config_path), str(config_path))
+    return merge(config, flags, "command line")

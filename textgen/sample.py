@@ -1,0 +1,265 @@
+"""Weights + prime -> generated text, in NumPy only (never imports TensorFlow or Keras).
+
+The saved network (runs.py describes the weight file) is run one character at a time, carrying
+each layer's recurrent state, so a new character costs one step, not a re-run of a window.
+Several samples are generated together as one batch.
+
+Choosing the next character: logits / T -> softmax (p proportional to p^(1/T)); T = 0 is
+greedy (argmax). ``top_k`` keeps the K most likely characters, ``top_p`` the smallest set whose
+probability reaches P (both applied after temperature). Draws come from one
+``numpy.random.Generator`` seeded by ``seed``, so the same seed gives the same text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from . import runs
+from .config import ModelConfig
+from .corpus import normalise
+from .errors import PrimeError, RunError
+from .vocab import Vocab, describe_chars
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow warnings
+
+
+class Network:
+    """A forward pass of textgen's model over one time step for a batch."""
+
+    def __init__(self, cfg: ModelConfig, named: dict[str, np.ndarray]):
+        self.cell = cfg.cell
+        self.units = cfg.units
+        try:
+            emb = named["embedding/embeddings"].astype(np.float32)
+            self.layers = [
+                tuple(named[f"rnn_{i}/{w}"].astype(np.float32)
+                      for w in ("kernel", "recurrent_kernel", "bias"))
+                for i in range(cfg.layers)
+            ]
+            self.dense_k = named["logits/kernel"].astype(np.float32)
+            self.dense_b = named["logits/bias"].astype(np.float32)
+        except KeyError as e:
+            raise RunError(f"weights file lacks {e.args[0]!r}; it does not match config.json") from None
+        self.embedding = emb
+        self.vocab_size = emb.shape[0]
+
+    def initial_state(self, batch: int) -> list[tuple[np.ndarray, ...]]:
+        zeros = lambda: np.zeros((batch, self.units), np.float32)  # noqa: E731
+        return [(zeros(), zeros()) if self.cell == "lstm" else (zeros(),) for _ in self.layers]
+
+    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
+        """ids (B,) -> logits (B, V), new state."""
+        x = self.embedding[ids]
+        new_state = []
+        for (kernel, rec, bias), s in zip(self.layers, state):
+            if self.cell == "lstm":
+                h, c = s
+                z = x @ kernel + h @ rec + bias
+                u = self.units
+                i, f = _sigmoid(z[:, :u]), _sigmoid(z[:, u : 2 * u])
+                g, o = np.tanh(z[:, 2 * u : 3 * u]), _sigmoid(z[:, 3 * u :])
+                c = f * c + i * g
+                h = o * np.tanh(c)
+                new_state.append((h, c))
+            elif self.cell == "gru":
+                (h,) = s
+                u = self.units
+                xz = x @ kernel + bias[0]
+                hz = h @ rec + bias[1]
+                zt = _sigmoid(xz[:, :u] + hz[:, :u])
+                r = _sigmoid(xz[:, u : 2 * u] + hz[:, u : 2 * u])
+                hh = np.tanh(xz[:, 2 * u :] + r * hz[:, 2 * u :])
+                h = zt * h + (1.0 - zt) * hh
+                new_state.append((h,))
+            else:
+                (h,) = s
+                h = np.tanh(x @ kernel + h @ rec + bias)
+                new_state.append((h,))
+            x = h
+        return x @ self.dense_k + self.dense_b, new_state
+
+
+def probabilities(logits: np.ndarray, temperature: float, top_k: int | None = None,
+                  top_p: float | None = None) -> np.ndarray:
+    """Next-character distribution for each row of ``logits`` (float64, rows sum to 1)."""
+    logits = np.asarray(logits, dtype=np.float64)
+    if temperature == 0:
+        probs = np.zeros_like(logits)
+        probs[np.arange(len(logits)), logits.argmax(axis=1)] = 1.0
+        return probs
+    z = logits / temperature
+    if top_k is not None and top_k < z.shape[1]:
+        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
+        z = np.where(z >= kth, z, -np.inf)
+    z = z - z.max(axis=1, keepdims=True)
+    probs = np.exp(z)
+    probs /= probs.sum(axis=1, keepdims=True)
+    if top_p is not None and top_p < 1.0:
+        order = np.argsort(-probs, axis=1, kind="stable")
+        sorted_p = np.take_along_axis(probs, order, axis=1)
+        before = np.cumsum(sorted_p, axis=1) - sorted_p  # mass of strictly more likely chars
+        keep_sorted = before < top_p  # always keeps the most likely character
+        keep = np.zeros_like(keep_sorted)
+        np.put_along_axis(keep, order, keep_sorted, axis=1)
+        probs = np.where(keep, probs, 0.0)
+        probs /= probs.sum(axis=1, keepdims=True)
+    return probs
+
+
+def choose(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One draw per row by inverse CDF (one uniform per row, so batches stay reproducible)."""
+    cdf = np.cumsum(probs, axis=1)
+    u = rng.random(len(probs))[:, None] * cdf[:, -1:]
+    return np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
+
+
+@dataclass(frozen=True)
+class SampleRequest:
+    prime: str | None = None  # None: start from a newline (or the first vocabulary character)
+    chars: int | None = None  # characters to generate per sample
+    lines: int | None = None  # or: stop after this many generated newlines
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    n: int = 1  # samples generated as one batch
+    seed: int | None = None  # None: a fresh random seed (reported in the result)
+    stop: str | None = None  # end a sample at this string (kept in the output)
+
+
+@dataclass(frozen=True)
+class Sample:
+    text: str  # the generated characters (without the prime)
+    prime: str
+    seed: int
+    index: int  # position in the batch
+
+
+class Generator:
+    """A loaded run folder, ready to generate. Get one with ``textgen.load(run_dir)``."""
+
+    def __init__(self, run: runs.Run):
+        self.run = run
+        self.vocab: Vocab = run.vocab
+        path = run.file(runs.BEST_WEIGHTS)
+        if not path.exists():
+            raise RunError(f"{run.path}: no weights yet (weights.h5 is written after the first epoch)")
+        named, _, _ = runs.read_weights(path)
+        self.network = Network(run.config.model, named)
+        if self.network.vocab_size != len(self.vocab):
+            raise RunError(f"{path}: weights are for {self.network.vocab_size} characters, "
+                           f"vocab.json has {len(self.vocab)}")
+        digest = hashlib.sha256()
+        for name in sorted(named):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(named[name]).tobytes())
+        self.weights_hash = digest.hexdigest()[:16]
+
+    def default_prime(self) -> str:
+        return "\n" if "\n" in self.vocab else self.vocab.chars[0]
+
+    def check_prime(self, prime: str) -> np.ndarray:
+        """Prime -> ids, after the run's own normalisation; PrimeError lists unknown chars."""
+        if prime == "":
+            raise PrimeError("the prime text is empty; give at least one character")
+        cleaned = normalise(prime, self.run.config.clean)
+        missing = self.vocab.missing(cleaned)
+        if missing:
+            raise PrimeError(
+                f"prime has characters the model never saw, even after the run's cleaning "
+                f"rules: {describe_chars(missing)}; remove or replace them"
+            )
+        return self.vocab.encode(cleaned)
+
+    def random_prime(self, seed: int | None, length: int | None = None) -> str:
+        """A slice of the training text starting just after a random space."""
+        path = self.run.file(runs.PRIME_TEXT)
+        if not path.exists():
+            raise RunError(f"{path}: missing, so --prime random is not available for this run")
+        text = path.read_text(encoding="utf-8")
+        length = length or self.run.config.window.window
+        rng = np.random.default_rng(seed)
+        starts = [i + 1 for i, ch in enumerate(text[: max(len(text) - length, 1)]) if ch == " "]
+        start = int(rng.choice(starts)) if starts else 0
+        return text[start : start + length]
+
+    def generate(self, prime: str | None = None, chars: int | None = None, *,
+                 lines: int | None = None, temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None,
+                 stop: str | None = None) -> str:
+        """One sample's text (without the prime)."""
+        req = SampleRequest(prime=prime, chars=chars, lines=lines, temperature=temperature,
+                            top_k=top_k, top_p=top_p, n=1, seed=seed, stop=stop)
+        return self.sample(req)[0].text
+
+    def sample(self, req: SampleRequest,
+               on_text: Callable[[int, str], None] | None = None) -> list[Sample]:
+        """Generate ``req.n`` samples as one batch. ``on_text(i, chars)`` streams new text."""
+        validate_request(req)
+        prime = self.default_prime() if req.prime is None else req.prime
+        prime_ids = self.check_prime(prime)
+        seed = secrets.randbelow(2**31) if req.seed is None else req.seed
+        rng = np.random.default_rng(seed)
+        net, n = self.network, req.n
+
+        state = net.initial_state(n)
+        for i in prime_ids:
+            logits, state = net.step(np.full(n, i, dtype=np.int64), state)
+
+        limit = req.chars if req.chars is not None else math.inf
+        out: list[list[str]] = [[] for _ in range(n)]
+        newlines = np.zeros(n, dtype=np.int64)
+        done = np.zeros(n, dtype=bool)
+        chars = self.vocab.chars
+        produced = 0
+        while not done.all() and produced < limit:
+            probs = probabilities(logits, req.temperature, req.top_k, req.top_p)
+            ids = choose(probs, rng)
+            produced += 1
+            for b in np.flatnonzero(~done):
+                ch = chars[ids[b]]
+                out[b].append(ch)
+                if on_text:
+                    on_text(int(b), ch)
+                if ch == "\n":
+                    newlines[b] += 1
+                    if req.lines is not None and newlines[b] >= req.lines:
+                        done[b] = True
+                if req.stop and ch == req.stop[-1] and "".join(out[b][-len(req.stop):]) == req.stop:
+                    done[b] = True
+            if not done.all() and produced < limit:
+                logits, state = net.step(ids, state)
+        return [Sample(text="".join(o), prime=prime, seed=seed, index=i) for i, o in enumerate(out)]
+
+
+def validate_request(req: SampleRequest) -> None:
+    """Raise ValueError for values no sampler can honour (the CLI reports them as usage errors)."""
+    if req.chars is not None and req.lines is not None:
+        raise ValueError("give --chars or --lines, not both")
+    if req.chars is None and req.lines is None:
+        raise ValueError("give --chars or --lines")
+    for name, value in (("chars", req.chars), ("lines", req.lines), ("n", req.n)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    t = req.temperature
+    if not isinstance(t, (int, float)) or math.isnan(t) or t < 0 or math.isinf(t):
+        raise ValueError(f"temperature must be a finite number >= 0, got {t!r}")
+    if req.top_k is not None and req.top_k < 1:
+        raise ValueError(f"top-k must be >= 1, got {req.top_k}")
+    if req.top_p is not None and not (0.0 < req.top_p <= 1.0):
+        raise ValueError(f"top-p must be in (0, 1], got {req.top_p}")
+    if req.stop is not None and req.stop == "":
+        raise ValueError("stop string must not be empty")
+
+
+def load(run_dir: str | Path = runs.DEFAULT_ROOT / runs.LATEST) -> Generator:
+    """Open a run folder for generation (NumPy only; no TensorFlow import)."""
+    return Generator(runs.open_run(run_dir))

@@ -1,0 +1,381 @@
+"""Model + data + config -> a run folder.
+
+``train`` reads the corpus, builds the vocabulary and ids, writes the run folder's static files,
+then fits the model with callbacks that keep the folder current:
+
+* ``last.h5`` every ``save_every`` steps and every epoch: all model variables (weights and the
+  Dropout RNG state), all optimizer variables (iteration count, accumulators, learning rate),
+  and the position (epoch, global step) - everything needed to continue bit-identically, since
+  the data order is a pure function of (seed, epoch) (windows.py). The previous one is kept as
+  ``last.prev.h5`` and used if the newest cannot be read.
+* ``weights.h5`` when validation loss improves (training loss without a validation split). The
+  best value is restored on resume, so a restart never replaces a better model by a worse one.
+* ``log.csv`` and ``state.json`` every epoch.
+
+SIGTERM and SIGINT stop at the next batch boundary after saving ``last.h5``; ``train`` then
+raises ``Interrupted`` (exit 143 / 130) so a script can run the same command again to resume.
+A NaN or infinite loss stops training without saving: the last good checkpoints stay untouched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import runs
+from .config import Config
+from .corpus import read_corpus
+from .errors import RunError, TextgenError, TrainingDiverged
+from .vocab import Vocab
+from .windows import split_ids, steps_per_epoch
+
+LOG_FIELDS = ["epoch", "step", "loss", "val_loss", "bpc", "val_bpc", "lr", "seconds"]
+PREV_LAST = "last.prev.h5"
+
+
+class Interrupted(TextgenError):
+    """Training stopped by a signal after saving; run the same command again to resume."""
+
+    def __init__(self, signum: int, path: Path):
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"{path}: stopped by {name} after saving step checkpoint; "
+            f"resume with: textgen train ... --out {path} --resume"
+        )
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    epochs_done: int
+    steps_done: int
+    best_loss: float | None
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """The corpus turned into ids, with what the run folder records about it."""
+
+    vocab: Vocab
+    ids: np.ndarray
+    report: dict
+
+
+def prepare(inputs: list[str], config: Config) -> Prepared:
+    text, report = read_corpus(inputs, config.clean)
+    vocab = Vocab.from_text(text)
+    ids = vocab.encode(text)
+    return Prepared(vocab=vocab, ids=ids, report=report.to_dict())
+
+
+def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
+          save_every: int | None = None, verbose: int | None = None,
+          root: Path = runs.DEFAULT_ROOT) -> TrainResult:
+    """Train a model on ``inputs`` into run folder ``out`` (resuming it if ``resume``)."""
+    out = Path(out)
+    data = prepare(inputs, config)
+    split = split_ids(data.ids, config.window, source=", ".join(map(str, inputs)))
+
+    if resume:
+        run = runs.open_run(out)
+        _check_compatible(run, config, data.vocab)
+        config = run.config  # the recorded config (with its seed) is authoritative
+    else:
+        if config.train.seed is None:
+            config = config.with_seed(random.SystemRandom().randrange(2**31))
+        runs.prepare_new_run(out)
+        doc = runs.config_document(config, {"corpus": [str(Path(p).resolve()) for p in inputs]})
+        runs.write_json(out / runs.CONFIG_FILE, doc)
+        runs.write_text(out / runs.VOCAB_FILE, data.vocab.to_json() + "\n")
+        runs.write_json(out / runs.CORPUS_REPORT, data.report)
+        runs.write_text(out / runs.PRIME_TEXT,
+                        data.vocab.decode(split.train[: runs.PRIME_TEXT_CHARS]))
+    runs.point_latest(out, root)
+
+    return _fit(config, data.vocab, split, out, resume=resume, save_every=save_every,
+                verbose=verbose)
+
+
+def _check_compatible(run: runs.Run, config: Config, vocab: Vocab) -> None:
+    """Refuse to resume with a different model, windows or vocabulary; list the differences."""
+    diffs = []
+    for section in ("model", "window"):
+        old, new = getattr(run.config, section), getattr(config, section)
+        for key, value in old.__dict__.items():
+            if new.__dict__[key] != value:
+                diffs.append(f"{section}.{key} {value!r} -> {new.__dict__[key]!r}")
+    if run.vocab != vocab:
+        added = sorted(set(vocab.chars) - set(run.vocab.chars))
+        removed = sorted(set(run.vocab.chars) - set(vocab.chars))
+        diffs.append(f"vocabulary differs (new chars {added!r}, missing {removed!r})")
+    if diffs:
+        raise RunError(f"{run.path}: cannot resume with a different setup: " + "; ".join(diffs))
+
+
+def _set_determinism(seed: int) -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's C++ info banners
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
+         save_every: int | None, verbose: int | None) -> TrainResult:
+    import keras
+
+    from .model import build_model, compile_model
+    from .windows import train_dataset, val_dataset
+
+    seed = config.train.seed
+    _set_determinism(seed)
+    model = build_model(config.model, len(vocab))
+    compile_model(model, config.train)
+    model.optimizer.build(model.trainable_variables)
+
+    spe = steps_per_epoch(len(split.train), config.window, config.train.steps_per_epoch)
+    epochs = config.train.epochs
+    start = Checkpoint(epoch=0, step=0, best=math.inf, seconds=0.0)
+    if resume:
+        start = load_last(out, model)
+    if start.epoch >= epochs:
+        return TrainResult(out, start.epoch, start.step, _finite(start.best))
+
+    has_val = len(split.val) > 0
+    val = val_dataset(split.val, config.window) if has_val else None
+    saver = RunSaver(out, config, model, start, spe, save_every, has_val)
+    callbacks = [saver, keras.callbacks.ReduceLROnPlateau(monitor="val_loss" if has_val else "loss",
+                                                          factor=0.5, patience=2, verbose=0)]
+    if verbose is None:
+        verbose = 1 if sys.stderr.isatty() else 2
+
+    # A resumed run may start mid-epoch: finish that epoch with the remaining steps first, then
+    # run whole epochs. Both datasets start at the exact global step they are used from.
+    phases = []
+    in_epoch = start.step - start.epoch * spe
+    if in_epoch > 0:
+        phases.append((start.epoch, start.epoch + 1, spe - in_epoch, start.step))
+        first_full = start.epoch + 1
+    else:
+        first_full = start.epoch
+    if first_full < epochs:
+        phases.append((first_full, epochs, spe, first_full * spe))
+
+    with _signals_to(saver), contextlib.redirect_stdout(sys.stderr):
+        for initial_epoch, end_epoch, steps, skip in phases:
+            ds = train_dataset(split.train, config.window, seed, epochs, spe, skip=skip)
+            model.fit(ds, epochs=end_epoch, initial_epoch=initial_epoch, steps_per_epoch=steps,
+                      validation_data=val, callbacks=callbacks, verbose=verbose,
+                      shuffle=False)
+            if model.stop_training or saver.stopped_by or saver.diverged:
+                break
+    if saver.diverged:
+        raise TrainingDiverged(
+            f"{out}: loss became {saver.diverged} at step {saver.step}; training stopped and the "
+            "last good checkpoints are untouched. Lower --lr or check the corpus"
+        )
+    if saver.stopped_by:
+        raise Interrupted(saver.stopped_by, out)
+    return TrainResult(out, saver.epoch, saver.step, _finite(saver.best), saver.history)
+
+
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+@dataclass
+class Checkpoint:
+    epoch: int  # epochs completed
+    step: int  # global steps completed
+    best: float  # best monitored loss so far (inf if none)
+    seconds: float  # training time so far
+
+
+def save_last(out: Path, model, ckpt: Checkpoint) -> None:
+    """Write last.h5 (keeping the previous one as last.prev.h5)."""
+    extra = {f"model/{i}": np.asarray(v) for i, v in enumerate(model.variables)}
+    extra.update({f"optimizer/{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+    attrs = {"epoch": ckpt.epoch, "step": ckpt.step, "best": ckpt.best, "seconds": ckpt.seconds}
+    path = out / runs.LAST_WEIGHTS
+    tmp = out / ".last.h5.new"
+    runs.write_weights(tmp, {}, extra=extra, attrs=attrs)
+    if path.exists():
+        os.replace(path, out / PREV_LAST)
+    os.replace(tmp, path)
+
+
+def load_last(out: Path, model) -> Checkpoint:
+    """Restore model + optimizer from last.h5, falling back to last.prev.h5 with a warning."""
+    errors = []
+    for name in (runs.LAST_WEIGHTS, PREV_LAST):
+        path = out / name
+        if not path.exists():
+            continue
+        try:
+            _, extra, attrs = runs.read_weights(path)
+            _assign(model.variables, extra, "model", path)
+            _assign(model.optimizer.variables, extra, "optimizer", path)
+        except RunError as e:
+            errors.append(str(e))
+            continue
+        if errors:
+            print(f"warning: {errors[0]}; resumed from {path.name} instead", file=sys.stderr)
+        return Checkpoint(int(attrs["epoch"]), int(attrs["step"]), float(attrs["best"]),
+                          float(attrs.get("seconds", 0.0)))
+    if errors:
+        raise RunError(f"{out}: no readable checkpoint to resume from ({'; '.join(errors)})")
+    raise RunError(f"{out}: no checkpoint to resume from yet (last.h5 missing)")
+
+
+def _assign(variables, extra: dict, prefix: str, path: Path) -> None:
+    values = [extra.get(f"{prefix}/{i}") for i in range(len(variables))]
+    if any(v is None for v in values) or f"{prefix}/{len(variables)}" in extra:
+        raise RunError(f"{path}: checkpoint does not match this model ({prefix} variables)")
+    for var, value in zip(variables, values):
+        if tuple(var.shape) != tuple(value.shape):
+            raise RunError(f"{path}: checkpoint shape mismatch for {var.path}")
+    for var, value in zip(variables, values):
+        var.assign(value)
+
+
+def _make_saver_class():
+    import keras
+
+    from .model import get_named_weights
+
+    class _RunSaver(keras.callbacks.Callback):
+        """Keeps the run folder current; see the module docstring."""
+
+        def __init__(self, out, config, model, start, spe, save_every, has_val):
+            super().__init__()
+            self.out, self.config, self.spe = out, config, spe
+            self.save_every, self.has_val = save_every, has_val
+            self.epoch, self.step, self.best = start.epoch, start.step, start.best
+            self.seconds = start.seconds
+            self._t0 = time.monotonic()
+            self.stopped_by: int | None = None
+            self.diverged: str | None = None
+            self.history: list[dict] = []
+            self._model_ref = model
+            self._trim_log()
+
+        def _elapsed(self) -> float:
+            return self.seconds + (time.monotonic() - self._t0)
+
+        def _ckpt(self) -> Checkpoint:
+            return Checkpoint(self.epoch, self.step, self.best, self._elapsed())
+
+        def _trim_log(self) -> None:
+            """Drop log rows from epochs the checkpoint does not include (they will be redone)."""
+            rows = read_log(self.out)
+            kept = [r for r in rows if int(r["epoch"]) <= self.epoch]
+            if len(kept) != len(rows):
+                write_log(self.out, kept)
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(float(loss)):
+                self.diverged = str(float(loss))
+                self.model.stop_training = True
+                return
+            self.step += 1
+            if self.stopped_by or (self.save_every and self.step % self.save_every == 0):
+                save_last(self.out, self._model_ref, self._ckpt())
+            if self.stopped_by:
+                self.model.stop_training = True
+
+        def on_epoch_end(self, epoch, logs=None):
+            if self.diverged:
+                return
+            logs = dict(logs or {})
+            if self.stopped_by and self.step != (epoch + 1) * self.spe:
+                return  # interrupted mid-epoch: the step checkpoint is already saved
+            self.epoch = epoch + 1
+            loss, val_loss = logs.get("loss"), logs.get("val_loss")
+            monitored = val_loss if self.has_val else loss
+            row = {
+                "epoch": self.epoch, "step": self.step, "loss": loss, "val_loss": val_loss,
+                "bpc": _bpc(loss), "val_bpc": _bpc(val_loss),
+                "lr": float(np.asarray(self._model_ref.optimizer.learning_rate)),
+                "seconds": round(self._elapsed(), 1),
+            }
+            self.history.append(row)
+            write_log(self.out, read_log(self.out) + [row])
+            if monitored is not None and math.isfinite(monitored) and monitored < self.best:
+                self.best = float(monitored)
+                named = get_named_weights(self._model_ref, self.config.model)
+                runs.write_weights(self.out / runs.BEST_WEIGHTS, named,
+                                   attrs={"epoch": self.epoch, "step": self.step,
+                                          "loss": self.best})
+            save_last(self.out, self._model_ref, self._ckpt())
+            runs.write_json(self.out / runs.STATE_FILE, {
+                "epochs_done": self.epoch, "steps_done": self.step,
+                "epochs_planned": self.config.train.epochs, "steps_per_epoch": self.spe,
+                "best_loss": _finite(self.best),
+                "best_monitor": "val_loss" if self.has_val else "loss",
+                "seconds": round(self._elapsed(), 1),
+            })
+
+    return _RunSaver
+
+
+def RunSaver(*args, **kwargs):  # a factory, so that importing this module needs no Keras
+    return _make_saver_class()(*args, **kwargs)
+
+
+def _bpc(nats):
+    return None if nats is None else float(nats) / math.log(2)
+
+
+def read_log(out: Path) -> list[dict]:
+    path = out / runs.LOG_FILE
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_log(out: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_FIELDS})
+    runs.write_text(out / runs.LOG_FILE, buf.getvalue())
+
+
+@contextlib.contextmanager
+def _signals_to(saver):
+    """Turn SIGTERM/SIGINT into 'save at the next batch boundary and stop'."""
+    def handler(signum, frame):
+        if saver.stopped_by:  # second signal: give up at once
+            raise KeyboardInterrupt
+        saver.stopped_by = signum
+        print(f"\ntextgen: {signal.Signals(signum).name} received; saving at the next step",
+              file=sys.stderr)
+
+    previous = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

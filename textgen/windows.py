@@ -1,0 +1,102 @@
+"""Integer ids -> tf.data pipelines of (x, y) training windows.
+
+The only module that builds tf.data pipelines. A window starting at ``s`` is
+``x = ids[s : s + window]`` and ``y = ids[s + 1 : s + window + 1]``: every position is a target.
+Windows are gathered from the id array inside the graph, batch by batch; nothing of size
+``windows x window`` (let alone one-hot) is ever materialised.
+
+The validation split is the last ``val_split`` of the ids; training windows only use ids before
+it, so no training target is ever a validation character.
+
+The training order is a pure function of (seed, epoch): epoch ``e`` visits the window starts in
+``stateless_shuffle(starts, seed=(seed, e))`` order. A run resumed at global step ``k`` skips the
+first ``k`` batches of index arithmetic (cheap) and sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import WindowConfig
+from .errors import CorpusError
+
+
+@dataclass(frozen=True)
+class Split:
+    train: np.ndarray
+    val: np.ndarray  # empty when val_split == 0
+
+
+def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus") -> Split:
+    """Cut the ids into a training head and a validation tail, checking both hold a window."""
+    need = cfg.window + 1  # one window of inputs plus its shifted targets
+    n_val = int(len(ids) * cfg.val_split)
+    if cfg.val_split > 0:
+        if n_val < need:
+            minimum = math.ceil(need / cfg.val_split) + need
+            raise CorpusError(
+                f"{source}: {len(ids)} characters is too short for --window {cfg.window} with "
+                f"--val-split {cfg.val_split} (needs about {minimum}); use a longer corpus, a "
+                "smaller --window or a larger --val-split"
+            )
+    train = ids[: len(ids) - n_val]
+    if len(train) < need:
+        raise CorpusError(
+            f"{source}: {len(ids)} characters leaves {len(train)} for training, fewer than one "
+            f"window of {cfg.window} + 1; use a longer corpus or a smaller --window"
+        )
+    return Split(train=train, val=ids[len(ids) - n_val :])
+
+
+def window_starts(n_ids: int, window: int, step: int) -> np.ndarray:
+    """Start offsets of every full (x, y) window in a sequence of ``n_ids`` ids."""
+    return np.arange(0, max(n_ids - window, 0), step, dtype=np.int64)
+
+
+def count_windows(n_ids: int, window: int, step: int) -> int:
+    return len(range(0, max(n_ids - window, 0), step))
+
+
+def steps_per_epoch(n_train_ids: int, cfg: WindowConfig, cap: int | None) -> int:
+    steps = math.ceil(count_windows(n_train_ids, cfg.window, cfg.step) / cfg.batch_size)
+    return min(steps, cap) if cap else steps
+
+
+def _gather(ids_t, starts, window: int):
+    import tensorflow as tf
+
+    positions = starts[:, None] + tf.range(window + 1, dtype=tf.int64)[None, :]
+    seq = tf.cast(tf.gather(ids_t, positions), tf.int32)
+    return seq[:, :-1], seq[:, 1:]
+
+
+def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
+                  steps: int, skip: int = 0):
+    """Batches for ``epochs`` epochs of ``steps`` steps each, reshuffled per epoch, after ``skip``."""
+    import tensorflow as tf
+
+    starts = tf.constant(window_starts(len(ids), cfg.window, cfg.step))
+    ids_t = tf.constant(ids)
+
+    def one_epoch(epoch):
+        order = tf.random.experimental.stateless_shuffle(
+            starts, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
+        )
+        return tf.data.Dataset.from_tensor_slices(order).batch(cfg.batch_size).take(steps)
+
+    ds = tf.data.Dataset.range(epochs).flat_map(one_epoch).skip(skip)
+    ds = ds.map(lambda s: _gather(ids_t, s, cfg.window), num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def val_dataset(ids: np.ndarray, cfg: WindowConfig):
+    """Non-overlapping windows over the validation tail, in order (each target scored once)."""
+    import tensorflow as tf
+
+    starts = window_starts(len(ids), cfg.window, cfg.window)
+    ids_t = tf.constant(ids)
+    ds = tf.data.Dataset.from_tensor_slices(starts).batch(cfg.batch_size)
+    return ds.map(lambda s: _gather(ids_t, s, cfg.window)).cache().prefetch(tf.data.AUTOTUNE)
