@@ -109,7 +109,7 @@ def train(corpus, config_file, out, resume, save_every, **flags):
     textgen train corpora/tinyshakespeare.txt --out checkpoints/demo --resume
     """
     from .config import resolve
-    from .runs import default_run_path
+    from .runs import default_run_path, open_run
     from .train import train as run_training
 
     sections = {
@@ -119,9 +119,11 @@ def train(corpus, config_file, out, resume, save_every, **flags):
         "train": ("epochs", "steps_per_epoch", "optimizer", "lr", "clipnorm", "seed"),
     }
     overrides = {s: {k: flags[k] for k in keys} for s, keys in sections.items()}
-    config = resolve(_config_path(config_file), overrides)
     if resume and out is None:
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
+    # Resuming starts from the run's recorded config; flags may then extend --epochs.
+    base = open_run(out).config if resume else None
+    config = resolve(_config_path(config_file), overrides, base=base)
     if out is None:
         out = default_run_path(Path(corpus[0]).stem or "run")
     result = run_training(list(corpus), config, out, resume=resume, save_every=save_every)

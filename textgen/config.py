@@ -196,9 +196,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
 
 
-def resolve(config_path: str | Path | None, flags: dict[str, dict[str, Any]]) -> Config:
-    """Defaults < TOML file < flags (flags whose value is None were not given)."""
-    config = Config()
+def resolve(config_path: str | Path | None, flags: dict[str, dict[str, Any]],
+            base: Config | None = None) -> Config:
+    """Defaults (or ``base``, e.g. a resumed run's config) < TOML file < flags.
+
+    Flags whose value is None were not given.
+    """
+    config = base or Config()
     if config_path is not None:
         config = merge(config, load_toml(config_path), str(config_path))
     return merge(config, flags, "command line")

@@ -92,7 +92,10 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
     if resume:
         run = runs.open_run(out)
         _check_compatible(run, config, data.vocab)
-        config = run.config  # the recorded config (with its seed) is authoritative
+        if config != run.config:  # e.g. more epochs: record what the run now aims at
+            doc = runs.config_document(config, {k: v for k, v in run.meta.items()
+                                                if k not in ("format", "version", "textgen")})
+            runs.write_json(out / runs.CONFIG_FILE, doc)
     else:
         if config.train.seed is None:
             config = config.with_seed(random.SystemRandom().randrange(2**31))
@@ -109,14 +112,20 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
                 verbose=verbose)
 
 
+# What may change when resuming: how long to train. Everything else would make the resumed
+# run differ from the run it continues (model shape, data, order, optimizer).
+RESUMABLE_CHANGES = {("train", "epochs")}
+
+
 def _check_compatible(run: runs.Run, config: Config, vocab: Vocab) -> None:
-    """Refuse to resume with a different model, windows or vocabulary; list the differences."""
+    """Refuse to resume with a different setup or vocabulary; list the differences."""
     diffs = []
-    for section in ("model", "window"):
-        old, new = getattr(run.config, section), getattr(config, section)
-        for key, value in old.__dict__.items():
-            if new.__dict__[key] != value:
-                diffs.append(f"{section}.{key} {value!r} -> {new.__dict__[key]!r}")
+    old_all, new_all = run.config.to_dict(), config.to_dict()
+    for section, old in old_all.items():
+        for key, value in old.items():
+            new = new_all[section][key]
+            if new != value and (section, key) not in RESUMABLE_CHANGES:
+                diffs.append(f"{section}.{key} {value!r} -> {new!r}")
     if run.vocab != vocab:
         added = sorted(set(vocab.chars) - set(run.vocab.chars))
         removed = sorted(set(run.vocab.chars) - set(vocab.chars))
@@ -157,9 +166,12 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
 
     has_val = len(split.val) > 0
     val = val_dataset(split.val, config.window) if has_val else None
-    saver = RunSaver(out, config, model, start, spe, save_every, has_val)
-    callbacks = [saver, keras.callbacks.ReduceLROnPlateau(monitor="val_loss" if has_val else "loss",
-                                                          factor=0.5, patience=2, verbose=0)]
+    plateau = _plateau_callback(monitor="val_loss" if has_val else "loss", factor=0.5,
+                                patience=2, verbose=0)
+    plateau.best, plateau.wait, plateau.cooldown_counter = start.plateau
+    saver = RunSaver(out, config, model, start, spe, save_every, has_val, plateau)
+    # The saver goes last so an epoch's checkpoint includes the plateau callback's LR change.
+    callbacks = [plateau, saver]
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
 
@@ -193,6 +205,17 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
     return TrainResult(out, saver.epoch, saver.step, _finite(saver.best), saver.history)
 
 
+def _plateau_callback(**kwargs):
+    """ReduceLROnPlateau whose counters survive fit() calls (they are checkpointed instead)."""
+    import keras
+
+    class Plateau(keras.callbacks.ReduceLROnPlateau):
+        def on_train_begin(self, logs=None):
+            pass  # Keras resets best/wait/cooldown here; ours come from the checkpoint
+
+    return Plateau(**kwargs)
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -203,13 +226,16 @@ class Checkpoint:
     step: int  # global steps completed
     best: float  # best monitored loss so far (inf if none)
     seconds: float  # training time so far
+    plateau: tuple[float, int, int] = (math.inf, 0, 0)  # ReduceLROnPlateau best, wait, cooldown
 
 
 def save_last(out: Path, model, ckpt: Checkpoint) -> None:
     """Write last.h5 (keeping the previous one as last.prev.h5)."""
     extra = {f"model/{i}": np.asarray(v) for i, v in enumerate(model.variables)}
     extra.update({f"optimizer/{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
-    attrs = {"epoch": ckpt.epoch, "step": ckpt.step, "best": ckpt.best, "seconds": ckpt.seconds}
+    attrs = {"epoch": ckpt.epoch, "step": ckpt.step, "best": ckpt.best, "seconds": ckpt.seconds,
+             "plateau_best": ckpt.plateau[0], "plateau_wait": ckpt.plateau[1],
+             "plateau_cooldown": ckpt.plateau[2]}
     path = out / runs.LAST_WEIGHTS
     tmp = out / ".last.h5.new"
     runs.write_weights(tmp, {}, extra=extra, attrs=attrs)
@@ -234,8 +260,10 @@ def load_last(out: Path, model) -> Checkpoint:
             continue
         if errors:
             print(f"warning: {errors[0]}; resumed from {path.name} instead", file=sys.stderr)
+        plateau = (float(attrs["plateau_best"]), int(attrs["plateau_wait"]),
+                   int(attrs["plateau_cooldown"]))
         return Checkpoint(int(attrs["epoch"]), int(attrs["step"]), float(attrs["best"]),
-                          float(attrs.get("seconds", 0.0)))
+                          float(attrs["seconds"]), plateau)
     if errors:
         raise RunError(f"{out}: no readable checkpoint to resume from ({'; '.join(errors)})")
     raise RunError(f"{out}: no checkpoint to resume from yet (last.h5 missing)")
@@ -260,8 +288,9 @@ def _make_saver_class():
     class _RunSaver(keras.callbacks.Callback):
         """Keeps the run folder current; see the module docstring."""
 
-        def __init__(self, out, config, model, start, spe, save_every, has_val):
+        def __init__(self, out, config, model, start, spe, save_every, has_val, plateau):
             super().__init__()
+            self.plateau = plateau
             self.out, self.config, self.spe = out, config, spe
             self.save_every, self.has_val = save_every, has_val
             self.epoch, self.step, self.best = start.epoch, start.step, start.best
@@ -277,7 +306,9 @@ def _make_saver_class():
             return self.seconds + (time.monotonic() - self._t0)
 
         def _ckpt(self) -> Checkpoint:
-            return Checkpoint(self.epoch, self.step, self.best, self._elapsed())
+            p = self.plateau
+            return Checkpoint(self.epoch, self.step, self.best, self._elapsed(),
+                              (float(p.best), int(p.wait), int(p.cooldown_counter)))
 
         def _trim_log(self) -> None:
             """Drop log rows from epochs the checkpoint does not include (they will be redone)."""

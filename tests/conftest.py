@@ -1,0 +1,52 @@
+"""Shared fixtures: tiny corpora and one tiny trained run reused by the sampling tests."""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+
+from textgen.cli import cli  # noqa: E402
+
+# A small, repetitive text: a tiny model learns it a little within a few steps.
+TINY_TEXT = (
+    "the cat sat on the mat.\nthe dog sat on the log.\n"
+    "a cat and a dog sat on a mat and a log.\n"
+) * 12
+
+
+def invoke(args, **kwargs):
+    """Run the CLI in-process; stdout and stderr are kept apart."""
+    result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)
+    return result
+
+
+TINY_FLAGS = ["--units", "8", "--embedding-dim", "4", "--window", "16", "--step", "4",
+              "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "3", "--seed", "7"]
+
+
+@pytest.fixture
+def tiny_corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.txt"
+    path.write_text(TINY_TEXT, encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A tiny LSTM run folder, trained once per test session."""
+    root = tmp_path_factory.mktemp("trained")
+    corpus = root / "tiny.txt"
+    corpus.write_text(TINY_TEXT, encoding="utf-8")
+    out = root / "run"
+    cwd = os.getcwd()
+    os.chdir(root)  # checkpoints/latest is made relative to the working directory
+    try:
+        result = invoke(["train", corpus, "--out", out, *TINY_FLAGS])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    return out

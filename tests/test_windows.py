@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+
+from textgen.config import WindowConfig
+from textgen.errors import CorpusError
+from textgen.windows import (count_windows, split_ids, steps_per_epoch, train_dataset,
+                             val_dataset, window_starts)
+
+
+def _batches(ds):
+    return [(x.numpy(), y.numpy()) for x, y in ds]
+
+
+def test_targets_are_inputs_shifted_by_one():
+    ids = np.arange(200, dtype=np.uint8)
+    cfg = WindowConfig(window=10, step=3, batch_size=4, val_split=0.0)
+    for x, y in _batches(train_dataset(ids, cfg, seed=1, epochs=1, steps=5)):
+        assert x.shape == y.shape and x.shape[1] == 10
+        np.testing.assert_array_equal(x[:, 1:], y[:, :-1])  # x[t+1] == y[t]
+        np.testing.assert_array_equal(y, x + 1)  # ids are positions here
+
+
+def test_every_window_once_per_epoch_and_reshuffled():
+    ids = np.arange(100, dtype=np.uint8)
+    cfg = WindowConfig(window=5, step=2, batch_size=8, val_split=0.0)
+    n = count_windows(len(ids), 5, 2)
+    spe = steps_per_epoch(len(ids), cfg, None)
+    batches = _batches(train_dataset(ids, cfg, seed=3, epochs=2, steps=spe))
+    first = np.concatenate([x[:, 0] for x, _ in batches[:spe]])
+    second = np.concatenate([x[:, 0] for x, _ in batches[spe:]])
+    expected = window_starts(len(ids), 5, 2)
+    assert len(first) == n
+    np.testing.assert_array_equal(np.sort(first), expected)
+    np.testing.assert_array_equal(np.sort(second), expected)
+    assert not np.array_equal(first, second)  # a new order each epoch
+    assert first.max() + 5 < len(ids)  # the last target is still inside the text
+
+
+def test_order_depends_only_on_seed_and_skip_resumes_exactly():
+    ids = np.arange(120, dtype=np.uint8)
+    cfg = WindowConfig(window=6, step=1, batch_size=10, val_split=0.0)
+    full = _batches(train_dataset(ids, cfg, seed=5, epochs=2, steps=11))
+    again = _batches(train_dataset(ids, cfg, seed=5, epochs=2, steps=11))
+    skipped = _batches(train_dataset(ids, cfg, seed=5, epochs=2, steps=11, skip=7))
+    other = _batches(train_dataset(ids, cfg, seed=6, epochs=2, steps=11))
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(full, again))
+    assert len(skipped) == len(full) - 7
+    assert all(np.array_equal(a[0], b[0]) for a, b in zip(full[7:], skipped))
+    assert not np.array_equal(full[0][0], other[0][0])
+
+
+def test_validation_is_the_tail_and_never_overlaps_training():
+    ids = np.arange(1000) % 251
+    ids = ids.astype(np.uint8)
+    cfg = WindowConfig(window=20, step=3, val_split=0.1, batch_size=16)
+    split = split_ids(ids, cfg)
+    assert len(split.val) == 100 and len(split.train) == 900
+    np.testing.assert_array_equal(np.concatenate([split.train, split.val]), ids)
+    train_positions = set()
+    positions = np.arange(1000)
+    spe = steps_per_epoch(len(split.train), cfg, None)
+    for x, y in _batches(train_dataset(positions[:900], cfg, seed=0, epochs=1, steps=spe)):
+        train_positions.update(np.concatenate([x.ravel(), y.ravel()]).tolist())
+    assert max(train_positions) < 900  # no training input or target from the validation tail
+    val = _batches(val_dataset(positions[900:], cfg))
+    val_targets = np.concatenate([y.ravel() for _, y in val])
+    assert val_targets.min() > 900 - 1 and len(set(val_targets)) == len(val_targets)
+
+
+def test_too_short_corpus_is_a_clear_error():
+    cfg = WindowConfig(window=40, val_split=0.1)
+    with pytest.raises(CorpusError, match="too short for --window 40"):
+        split_ids(np.zeros(300, np.uint8), cfg, source="small.txt")
+    with pytest.raises(CorpusError, match="fewer than one window"):
+        split_ids(np.zeros(30, np.uint8), WindowConfig(window=40, val_split=0.0))
