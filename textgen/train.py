@@ -57,6 +57,13 @@ class Interrupted(TextgenError):
 
 
 @dataclass
+class StopFlag:
+    """Set by the SIGTERM/SIGINT handler; checked at every batch boundary."""
+
+    signum: int | None = None
+
+
+@dataclass
 class TrainResult:
     run_dir: Path
     epochs_done: int
@@ -85,7 +92,12 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
           save_every: int | None = None, verbose: int | None = None,
           root: Path = runs.DEFAULT_ROOT) -> TrainResult:
     """Train a model on ``inputs`` into run folder ``out`` (resuming it if ``resume``)."""
-    out = Path(out)
+    stop = StopFlag()
+    with _signals_to(stop):
+        return _train(inputs, config, Path(out), resume, save_every, verbose, root, stop)
+
+
+def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> TrainResult:
     data = prepare(inputs, config)
     split = split_ids(data.ids, config.window, source=", ".join(map(str, inputs)))
 
@@ -109,7 +121,7 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
     runs.point_latest(out, root)
 
     return _fit(config, data.vocab, split, out, resume=resume, save_every=save_every,
-                verbose=verbose)
+                verbose=verbose, stop=stop)
 
 
 # What may change when resuming: how long to train. Everything else would make the resumed
@@ -144,7 +156,7 @@ def _set_determinism(seed: int) -> None:
 
 
 def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
-         save_every: int | None, verbose: int | None) -> TrainResult:
+         save_every: int | None, verbose: int | None, stop: StopFlag) -> TrainResult:
     import keras
 
     from .model import build_model, compile_model
@@ -169,7 +181,7 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
     plateau = _plateau_callback(monitor="val_loss" if has_val else "loss", factor=0.5,
                                 patience=2, verbose=0)
     plateau.best, plateau.wait, plateau.cooldown_counter = start.plateau
-    saver = RunSaver(out, config, model, start, spe, save_every, has_val, plateau)
+    saver = RunSaver(out, config, model, start, spe, save_every, has_val, plateau, stop)
     # The saver goes last so an epoch's checkpoint includes the plateau callback's LR change.
     callbacks = [plateau, saver]
     if verbose is None:
@@ -187,21 +199,24 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
     if first_full < epochs:
         phases.append((first_full, epochs, spe, first_full * spe))
 
-    with _signals_to(saver), contextlib.redirect_stdout(sys.stderr):
+    if stop.signum:  # signalled while starting up: nothing new to save
+        raise Interrupted(stop.signum, out)
+    with contextlib.redirect_stdout(sys.stderr):
         for initial_epoch, end_epoch, steps, skip in phases:
             ds = train_dataset(split.train, config.window, seed, epochs, spe, skip=skip)
             model.fit(ds, epochs=end_epoch, initial_epoch=initial_epoch, steps_per_epoch=steps,
                       validation_data=val, callbacks=callbacks, verbose=verbose,
                       shuffle=False)
-            if model.stop_training or saver.stopped_by or saver.diverged:
+            if model.stop_training or stop.signum or saver.diverged:
                 break
     if saver.diverged:
         raise TrainingDiverged(
-            f"{out}: loss became {saver.diverged} at step {saver.step}; training stopped and the "
-            "last good checkpoints are untouched. Lower --lr or check the corpus"
+            f"{out}: loss became {saver.diverged} at step {saver.step + 1} (diverged: NaN, inf or "
+            f"over {saver.explode_at:.2f}, 3x a uniform guess); training stopped and the last "
+            "good checkpoints are untouched. Lower --lr or keep --clipnorm on"
         )
-    if saver.stopped_by:
-        raise Interrupted(saver.stopped_by, out)
+    if stop.signum and saver.epoch < epochs:  # a signal after the last epoch changes nothing
+        raise Interrupted(stop.signum, out)
     return TrainResult(out, saver.epoch, saver.step, _finite(saver.best), saver.history)
 
 
@@ -227,12 +242,14 @@ class Checkpoint:
     best: float  # best monitored loss so far (inf if none)
     seconds: float  # training time so far
     plateau: tuple[float, int, int] = (math.inf, 0, 0)  # ReduceLROnPlateau best, wait, cooldown
+    metrics: list[np.ndarray] | None = None  # running loss mean of an unfinished epoch
 
 
 def save_last(out: Path, model, ckpt: Checkpoint) -> None:
     """Write last.h5 (keeping the previous one as last.prev.h5)."""
     extra = {f"model/{i}": np.asarray(v) for i, v in enumerate(model.variables)}
     extra.update({f"optimizer/{i}": np.asarray(v) for i, v in enumerate(model.optimizer.variables)})
+    extra.update({f"metrics/{i}": np.asarray(v) for i, v in enumerate(model.metrics_variables)})
     attrs = {"epoch": ckpt.epoch, "step": ckpt.step, "best": ckpt.best, "seconds": ckpt.seconds,
              "plateau_best": ckpt.plateau[0], "plateau_wait": ckpt.plateau[1],
              "plateau_cooldown": ckpt.plateau[2]}
@@ -262,8 +279,10 @@ def load_last(out: Path, model) -> Checkpoint:
             print(f"warning: {errors[0]}; resumed from {path.name} instead", file=sys.stderr)
         plateau = (float(attrs["plateau_best"]), int(attrs["plateau_wait"]),
                    int(attrs["plateau_cooldown"]))
+        n_metrics = len([k for k in extra if k.startswith("metrics/")])
+        metrics = [extra[f"metrics/{i}"] for i in range(n_metrics)]
         return Checkpoint(int(attrs["epoch"]), int(attrs["step"]), float(attrs["best"]),
-                          float(attrs["seconds"]), plateau)
+                          float(attrs["seconds"]), plateau, metrics)
     if errors:
         raise RunError(f"{out}: no readable checkpoint to resume from ({'; '.join(errors)})")
     raise RunError(f"{out}: no checkpoint to resume from yet (last.h5 missing)")
@@ -288,19 +307,29 @@ def _make_saver_class():
     class _RunSaver(keras.callbacks.Callback):
         """Keeps the run folder current; see the module docstring."""
 
-        def __init__(self, out, config, model, start, spe, save_every, has_val, plateau):
+        def __init__(self, out, config, model, start, spe, save_every, has_val, plateau, stop):
             super().__init__()
-            self.plateau = plateau
+            self.plateau, self.stop = plateau, stop
+            # As char-rnn: a loss 3x that of guessing uniformly means training has exploded.
+            self.explode_at = 3 * math.log(config_vocab_size(model))
             self.out, self.config, self.spe = out, config, spe
             self.save_every, self.has_val = save_every, has_val
             self.epoch, self.step, self.best = start.epoch, start.step, start.best
             self.seconds = start.seconds
             self._t0 = time.monotonic()
-            self.stopped_by: int | None = None
             self.diverged: str | None = None
             self.history: list[dict] = []
             self._model_ref = model
+            # Mid-epoch resume: the epoch's running loss mean continues where it was saved.
+            mid_epoch = start.step % spe != 0
+            self._pending_metrics = start.metrics if mid_epoch else None
             self._trim_log()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            if self._pending_metrics:  # fit() has just reset the metrics; restore them
+                for var, value in zip(self._model_ref.metrics_variables, self._pending_metrics):
+                    var.assign(value)
+            self._pending_metrics = None
 
         def _elapsed(self) -> float:
             return self.seconds + (time.monotonic() - self._t0)
@@ -319,21 +348,25 @@ def _make_saver_class():
 
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
-            if loss is not None and not math.isfinite(float(loss)):
-                self.diverged = str(float(loss))
+            if loss is not None and not float(loss) < self.explode_at:  # also catches NaN
+                self.diverged = f"{float(loss):.4g}"
                 self.model.stop_training = True
                 return
             self.step += 1
-            if self.stopped_by or (self.save_every and self.step % self.save_every == 0):
-                save_last(self.out, self._model_ref, self._ckpt())
-            if self.stopped_by:
+            if self.stop.signum:
                 self.model.stop_training = True
+            # At an epoch's last batch, on_epoch_end saves right after (with validation and the
+            # plateau callback's update), so a step checkpoint there would be an incomplete twin.
+            if self.step % self.spe == 0:
+                return
+            if self.stop.signum or (self.save_every and self.step % self.save_every == 0):
+                save_last(self.out, self._model_ref, self._ckpt())
 
         def on_epoch_end(self, epoch, logs=None):
             if self.diverged:
                 return
             logs = dict(logs or {})
-            if self.stopped_by and self.step != (epoch + 1) * self.spe:
+            if self.stop.signum and self.step != (epoch + 1) * self.spe:
                 return  # interrupted mid-epoch: the step checkpoint is already saved
             self.epoch = epoch + 1
             loss, val_loss = logs.get("loss"), logs.get("val_loss")
@@ -368,6 +401,10 @@ def RunSaver(*args, **kwargs):  # a factory, so that importing this module needs
     return _make_saver_class()(*args, **kwargs)
 
 
+def config_vocab_size(model) -> int:
+    return int(model.get_layer("logits").units)
+
+
 def _bpc(nats):
     return None if nats is None else float(nats) / math.log(2)
 
@@ -390,12 +427,12 @@ def write_log(out: Path, rows: list[dict]) -> None:
 
 
 @contextlib.contextmanager
-def _signals_to(saver):
+def _signals_to(stop: StopFlag):
     """Turn SIGTERM/SIGINT into 'save at the next batch boundary and stop'."""
     def handler(signum, frame):
-        if saver.stopped_by:  # second signal: give up at once
+        if stop.signum:  # second signal: give up at once
             raise KeyboardInterrupt
-        saver.stopped_by = signum
+        stop.signum = signum
         print(f"\ntextgen: {signal.Signals(signum).name} received; saving at the next step",
               file=sys.stderr)
 
