@@ -24,7 +24,7 @@ def test_every_window_once_per_epoch_and_reshuffled():
     ids = np.arange(100, dtype=np.uint8)
     cfg = WindowConfig(window=5, step=2, batch_size=8, val_split=0.0)
     n = count_windows(len(ids), 5, 2)
-    spe = steps_per_epoch(len(ids), cfg, None)
+    spe = steps_per_epoch(count_windows(len(ids), 5, 2), cfg, None)
     batches = _batches(train_dataset(ids, cfg, seed=3, epochs=2, steps=spe))
     first = np.concatenate([x[:, 0] for x, _ in batches[:spe]])
     second = np.concatenate([x[:, 0] for x, _ in batches[spe:]])
@@ -58,7 +58,7 @@ def test_validation_is_the_tail_and_never_overlaps_training():
     np.testing.assert_array_equal(np.concatenate([split.train, split.val]), ids)
     train_positions = set()
     positions = np.arange(1000)
-    spe = steps_per_epoch(len(split.train), cfg, None)
+    spe = steps_per_epoch(len(split.train_starts), cfg, None)
     for x, y in _batches(train_dataset(positions[:900], cfg, seed=0, epochs=1, steps=spe)):
         train_positions.update(np.concatenate([x.ravel(), y.ravel()]).tolist())
     assert max(train_positions) < 900  # no training input or target from the validation tail

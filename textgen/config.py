@@ -20,17 +20,37 @@ CELLS = ("lstm", "gru", "rnn")
 OPTIMIZERS = ("rmsprop", "adam", "adagrad", "sgd")
 
 
+CHARSETS = ("ascii", "latin-1")
+
+
 @dataclass(frozen=True)
 class CleanConfig:
-    """How corpus files are read and normalised (see corpus.py for the order rules apply in)."""
+    """How corpus inputs are read and cleaned; corpus.py documents the order rules apply in."""
 
     encoding: str = "utf-8"  # codec for every input file; decoding errors are fatal
     glob: str = "*.txt"  # which files to take from a directory (searched recursively)
+    field: str | None = None  # JSON/JSONL: the record field holding the text (default "text")
+    strip_gutenberg: bool = False  # cut Project Gutenberg licence header and footer
+    split_on: str | None = None  # regex: split documents further (e.g. "\n\n+")
+    drop_if: str | None = None  # regex: drop whole documents that match (e.g. "http")
+    remove_urls: bool = False
+    unescape_html: bool = False  # &gt; -> >, &amp; -> &
+    ascii_fold: bool = False  # á -> a
+    charset: str | None = None  # ascii | latin-1: drop characters outside it
     lowercase: bool = False
-    doc_separator: str = "\n"  # joins documents (files); part of the vocabulary
+    collapse_spaces: bool = False  # runs of spaces/tabs -> one space
+    min_doc_chars: int = 0  # drop shorter documents
+    max_doc_chars: int | None = None  # drop longer documents
+    pad_to: int | None = None  # pad/truncate every document to this many characters
+    pad_char: str = " "
+    min_char_count: int = 0  # characters seen fewer times are dropped (or replaced)
+    rare_replacement: str | None = None  # replace rare characters by this one instead
+    doc_separator: str = "\n"  # joins documents; part of the vocabulary
+    cross_docs: bool = True  # False: every training window lies inside one document
 
     def validate(self) -> None:
         import codecs
+        import re
 
         try:
             codecs.lookup(self.encoding)
@@ -38,6 +58,27 @@ class CleanConfig:
             raise ConfigError(f"clean.encoding: unknown encoding {self.encoding!r}") from None
         if not self.glob:
             raise ConfigError("clean.glob must not be empty")
+        for name in ("split_on", "drop_if"):
+            pattern = getattr(self, name)
+            if pattern is not None:
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ConfigError(f"clean.{name}: invalid regular expression "
+                                      f"{pattern!r} ({e})") from None
+        if self.charset is not None and self.charset not in CHARSETS:
+            raise ConfigError(f"clean.charset must be one of {', '.join(CHARSETS)}, "
+                              f"got {self.charset!r}")
+        for name in ("pad_char", "rare_replacement"):
+            value = getattr(self, name)
+            if value is not None and len(value) != 1:
+                raise ConfigError(f"clean.{name} must be one character, got {value!r}")
+        for name in ("min_doc_chars", "min_char_count"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"clean.{name} must be >= 0")
+        for name in ("max_doc_chars", "pad_to"):
+            if getattr(self, name) is not None:
+                _positive(f"clean.{name}", getattr(self, name))
 
 
 @dataclass(frozen=True)
@@ -155,7 +196,7 @@ def merge(base: Config, overrides: dict[str, Any], source: str) -> Config:
         for key, value in given.items():
             if value is None:
                 continue
-            changes[key] = _coerce(source, name, key, value, getattr(current, key))
+            changes[key] = _coerce(f"{source}: {name}.{key}", value, known[key].type)
         sections[name] = dataclasses.replace(current, **changes)
     unknown_sections = sorted(set(overrides) - set(sections))
     if unknown_sections:
@@ -166,20 +207,20 @@ def merge(base: Config, overrides: dict[str, Any], source: str) -> Config:
     return Config(**sections).validate()
 
 
-def _coerce(source: str, section: str, key: str, value: Any, default: Any) -> Any:
-    """Check a TOML/JSON/flag value against the type of the field's default."""
-    where = f"{source}: {section}.{key}"
-    if isinstance(default, bool):
+def _coerce(where: str, value: Any, annotation: str) -> Any:
+    """Check a TOML/JSON/flag value against the field's annotation (e.g. "int | None")."""
+    kind = annotation.split("|")[0].strip()
+    if kind == "bool":
         if not isinstance(value, bool):
             raise ConfigError(f"{where} must be true or false, got {value!r}")
-    elif isinstance(default, float):
+    elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where} must be a number, got {value!r}")
         value = float(value)
-    elif isinstance(default, int) or (default is None and key in ("seed", "steps_per_epoch")):
+    elif kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{where} must be an integer, got {value!r}")
-    elif isinstance(default, str):
+    elif kind == "str":
         if not isinstance(value, str):
             raise ConfigError(f"{where} must be a string, got {value!r}")
     return value

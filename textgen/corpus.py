@@ -1,52 +1,142 @@
-"""Corpus files -> cleaned documents.
+"""Corpus inputs -> cleaned documents -> one text, with a report of what every rule did.
 
-Reading is strict: every file is decoded with the configured encoding and a byte that does not
-decode is an error naming the file, the byte offset and the fix (never ``errors='ignore'``).
-Normalisation, in this order, for every document:
+Inputs are text files, directories (recursive, files matching ``clean.glob``), JSON files
+(an array of records) and JSON Lines files (one record per line) whose ``clean.field`` holds
+the text (a dotted path such as ``tweet.full_text`` reaches into nested records), and ``-`` for
+standard input. Decoding is strict: a byte that does not decode is an error naming the file, the
+byte offset and the fix (never ``errors='ignore'``).
 
-1. strip a leading byte-order mark;
-2. CRLF and lone CR -> LF;
-3. Unicode NFC;
-4. lowercase (if ``clean.lowercase``).
+A file (or a JSON record) is a document. Rules apply in this order, each only when enabled:
 
-Documents (one per file) are joined with ``clean.doc_separator``.
+ 1. decode; strip a byte-order mark; CRLF and lone CR -> LF; Unicode NFC   (always)
+ 2. ``strip_gutenberg``  cut a Project Gutenberg licence header and footer
+ 3. ``split_on``         split documents further at a regular expression
+ 4. ``drop_if``          drop whole documents matching a regular expression
+ 5. ``remove_urls``      delete http(s)://... and www.... links
+ 6. ``unescape_html``    ``&gt;`` -> ``>``, ``&amp;`` -> ``&``, ...
+ 7. ``ascii_fold``       strip accents (``á`` -> ``a``)
+ 8. ``charset``          keep only ``ascii`` or ``latin-1`` characters (drops emoji, ...)
+ 9. ``lowercase``
+10. ``collapse_spaces``  runs of spaces and tabs -> one space
+11. ``min_doc_chars`` / ``max_doc_chars``  drop documents outside that length
+12. ``pad_to``           pad (with ``pad_char``) or truncate each document to a fixed length
+13. ``min_char_count``   characters seen fewer times are dropped, or mapped to ``rare_replacement``
+14. documents are joined with ``doc_separator`` (part of the vocabulary)
+
+Rules 5-10 and 13 are "character rules": ``clean_chars`` applies them to a prime text too.
 """
 
 from __future__ import annotations
 
+import html
+import json
+import re
+import sys
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 from .config import CleanConfig
 from .errors import CorpusError
+
+URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+SPACES_RE = re.compile(r"[ \t]{2,}")
+GUTENBERG_START = re.compile(
+    r"^\*{3} ?START OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK.*$", re.IGNORECASE | re.MULTILINE)
+GUTENBERG_END = re.compile(
+    r"^(?:\*{3} ?END OF (?:THE|THIS) PROJECT GUTENBERG E-?BOOK|End of (?:the )?Project Gutenberg)",
+    re.IGNORECASE | re.MULTILINE)
+JSON_SUFFIXES = {".json", ".jsonl", ".ndjson"}
+RARE_FLAG = 10  # characters seen fewer times than this are flagged in the report
+EXAMPLES = 3
+
+
+@dataclass
+class RuleStat:
+    """What one rule did: characters removed, documents dropped, a few examples."""
+
+    chars_removed: int = 0
+    docs_dropped: int = 0
+    docs_changed: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    def note(self, example: str) -> None:
+        if len(self.examples) < EXAMPLES:
+            self.examples.append(example[:80])
 
 
 @dataclass
 class CorpusReport:
     files: list[str] = field(default_factory=list)
-    documents: int = 0
-    chars_read: int = 0  # characters after decoding, before any normalisation
-    chars_kept: int = 0  # characters of the joined, cleaned text
+    documents_read: int = 0
+    documents: int = 0  # kept after all rules
+    chars_read: int = 0  # after decoding, before any rule
+    chars_kept: int = 0  # of the joined, cleaned text
+    rules: dict[str, RuleStat] = field(default_factory=dict)
     char_counts: dict[str, int] = field(default_factory=dict)
+    rare_chars: list[str] = field(default_factory=list)  # removed/mapped by min_char_count
+    doc_lengths: list[int] = field(default_factory=list)  # of the kept documents (not saved)
+
+    def rule(self, name: str) -> RuleStat:
+        return self.rules.setdefault(name, RuleStat())
 
     def to_dict(self) -> dict:
         return {
             "files": self.files,
+            "documents_read": self.documents_read,
             "documents": self.documents,
             "chars_read": self.chars_read,
             "chars_kept": self.chars_kept,
+            "rules": {k: vars(v) for k, v in self.rules.items()},
             "char_counts": dict(sorted(self.char_counts.items())),
+            "rare_chars": self.rare_chars,
+            "flagged_rare": sorted(c for c, n in self.char_counts.items() if n < RARE_FLAG),
         }
 
+    def describe(self) -> str:
+        """A human-readable summary (for ``textgen clean --report`` and ``train``)."""
+        lines = [
+            f"read {len(self.files)} file(s), {self.documents_read} document(s), "
+            f"{self.chars_read:,} characters",
+        ]
+        for name, st in self.rules.items():
+            parts = []
+            if st.docs_dropped:
+                parts.append(f"dropped {st.docs_dropped} document(s)")
+            if st.chars_removed:
+                parts.append(f"removed {st.chars_removed:,} characters")
+            if st.docs_changed and not parts:
+                parts.append(f"changed {st.docs_changed} document(s)")
+            if not parts:
+                parts.append("no change")
+            ex = f" e.g. {', '.join(repr(e) for e in st.examples)}" if st.examples else ""
+            lines.append(f"  {name}: {'; '.join(parts)}{ex}")
+        rare = sorted((c for c, n in self.char_counts.items() if n < RARE_FLAG),
+                      key=lambda c: self.char_counts[c])
+        lines.append(f"kept {self.documents} document(s), {self.chars_kept:,} characters, "
+                     f"{len(self.char_counts)} distinct")
+        if rare:
+            shown = ", ".join(f"{c!r} x{self.char_counts[c]}" for c in rare[:12])
+            lines.append(f"  rare characters (seen < {RARE_FLAG} times): {shown}"
+                         + (" ..." if len(rare) > 12 else ""))
+        return "\n".join(lines)
 
-def find_files(inputs: list[str | Path], cfg: CleanConfig) -> list[Path]:
-    """Expand files and directories (recursively, matching ``cfg.glob``) in the order given."""
+
+# ----------------------------------------------------------------------------- reading
+
+
+def find_files(inputs: Iterable[str | Path], cfg: CleanConfig) -> list[Path | str]:
+    """Expand files and directories (recursively, matching ``cfg.glob``); "-" is stdin."""
+    inputs = list(inputs)
     if not inputs:
         raise CorpusError("no corpus given; pass one or more text files or directories")
-    found: list[Path] = []
+    found: list[Path | str] = []
     for item in inputs:
+        if str(item) == "-":
+            found.append("-")
+            continue
         path = Path(item)
         if path.is_dir():
             matches = sorted(p for p in path.rglob(cfg.glob) if p.is_file())
@@ -85,34 +175,252 @@ def decode(data: bytes, source: str, encoding: str) -> str:
         ) from None
 
 
-def normalise(text: str, cfg: CleanConfig) -> str:
+def normalise(text: str) -> str:
+    """Rule 1: BOM, line endings, NFC."""
     if text.startswith("\ufeff"):
         text = text[1:]
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    text = unicodedata.normalize("NFC", text)
+    return unicodedata.normalize("NFC", text)
+
+
+def _field(record, path: str, where: str):
+    value = record
+    for key in path.split("."):
+        if not isinstance(value, dict) or key not in value:
+            keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
+            raise CorpusError(f"{where}: no field {path!r} (fields: {keys}); pass --field NAME")
+        value = value[key]
+    if not isinstance(value, str):
+        raise CorpusError(f"{where}: field {path!r} is {type(value).__name__}, not text")
+    return value
+
+
+def _json_documents(text: str, source: str, cfg: CleanConfig, lines: bool) -> Iterator[str]:
+    if lines:
+        for n, line in enumerate(text.split("\n"), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError as e:
+                raise CorpusError(f"{source}: line {n} is not JSON ({e.msg})") from None
+            yield _field(record, cfg.field or "text", f"{source}: line {n}")
+        return
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise CorpusError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}); "
+                          "for one record per line name the file .jsonl") from None
+    if isinstance(data, dict):  # e.g. {"tweets": [...]}: the one list inside
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise CorpusError(f"{source}: expected a JSON array of records")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise CorpusError(f"{source}: expected a JSON array of records")
+    for n, record in enumerate(data):
+        yield _field(record, cfg.field or "text", f"{source}: record {n}")
+
+
+def read_documents(inputs: Iterable[str | Path], cfg: CleanConfig,
+                   report: CorpusReport) -> Iterator[str]:
+    """Decoded, normalised documents (rule 1), one per file or JSON record."""
+    for item in find_files(inputs, cfg):
+        if item == "-":
+            source, data = "<stdin>", sys.stdin.buffer.read()
+            suffix = ""
+        else:
+            source, suffix = str(item), item.suffix.lower()
+            try:
+                data = item.read_bytes()
+            except OSError as e:
+                raise CorpusError(f"{item}: cannot read: {e.strerror}") from None
+        text = decode(data, source, cfg.encoding)
+        report.files.append(source)
+        is_json = suffix in JSON_SUFFIXES or (item == "-" and cfg.field is not None)
+        if is_json:
+            text = normalise(text)
+            docs = _json_documents(text, source, cfg, lines=suffix != ".json"
+                                   and not text.lstrip().startswith("["))
+            for doc in docs:
+                report.chars_read += len(doc)
+                yield normalise(doc)
+        else:
+            report.chars_read += len(text)
+            yield normalise(text)
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+def strip_gutenberg(doc: str) -> str:
+    start = GUTENBERG_START.search(doc)
+    if start:
+        doc = doc[start.end():].lstrip("\n")
+    end = GUTENBERG_END.search(doc)
+    if end:
+        doc = doc[: end.start()].rstrip("\n") + "\n"
+    return doc
+
+
+def ascii_fold(text: str) -> str:
+    decomposed = unicodedata.normalize("NFKD", text)
+    return unicodedata.normalize("NFC", "".join(c for c in decomposed
+                                                if not unicodedata.combining(c)))
+
+
+def keep_charset(text: str, charset: str) -> str:
+    limit = 128 if charset == "ascii" else 256
+    return "".join(c for c in text if ord(c) < limit)
+
+
+def _char_rules(cfg: CleanConfig):
+    """(name, function) for rules 5-10, in order."""
+    rules = []
+    if cfg.remove_urls:
+        rules.append(("remove_urls", lambda t: URL_RE.sub("", t)))
+    if cfg.unescape_html:
+        rules.append(("unescape_html", html.unescape))
+    if cfg.ascii_fold:
+        rules.append(("ascii_fold", ascii_fold))
+    if cfg.charset:
+        rules.append(("charset", lambda t: keep_charset(t, cfg.charset)))
     if cfg.lowercase:
-        text = text.lower()
+        rules.append(("lowercase", str.lower))
+    if cfg.collapse_spaces:
+        rules.append(("collapse_spaces", lambda t: SPACES_RE.sub(" ", t)))
+    return rules
+
+
+def _examples(name: str, before: str, after: str) -> list[str]:
+    if name == "remove_urls":
+        return URL_RE.findall(before)
+    if name == "unescape_html":
+        return re.findall(r"&#?\w+;", before)
+    if name in ("charset", "ascii_fold"):
+        return sorted(set(before) - set(after))
+    return []
+
+
+def apply_char_rules(doc: str, cfg: CleanConfig, report: CorpusReport | None = None) -> str:
+    for name, fn in _char_rules(cfg):
+        new = fn(doc)
+        if report is not None:
+            st = report.rule(name)
+            if new != doc:
+                st.docs_changed += 1
+                st.chars_removed += max(len(doc) - len(new), 0)
+                for ex in _examples(name, doc, new):
+                    st.note(ex)
+        doc = new
+    return doc
+
+
+def clean_chars(text: str, cfg: CleanConfig, vocab_chars=None) -> str:
+    """The character rules a prime text gets: normalisation, rules 5-10, rare mapping."""
+    text = apply_char_rules(normalise(text), cfg)
+    if vocab_chars is not None and cfg.rare_replacement:
+        known = set(vocab_chars)
+        text = "".join(c if c in known else cfg.rare_replacement for c in text)
     return text
 
 
-def read_corpus(inputs: list[str | Path], cfg: CleanConfig) -> tuple[str, CorpusReport]:
-    """Read, decode and normalise every input; return the joined text and a report."""
+def clean_documents(docs: Iterable[str], cfg: CleanConfig, report: CorpusReport) -> list[str]:
+    """Rules 2-12 over the documents; returns the kept documents."""
+    split_re = re.compile(cfg.split_on) if cfg.split_on else None
+    drop_re = re.compile(cfg.drop_if) if cfg.drop_if else None
+    kept: list[str] = []
+    for doc in docs:
+        report.documents_read += 1
+        if cfg.strip_gutenberg:
+            new = strip_gutenberg(doc)
+            st = report.rule("strip_gutenberg")
+            if new != doc:
+                st.docs_changed += 1
+                st.chars_removed += len(doc) - len(new)
+                st.note(doc[: len(doc) - len(doc.lstrip())] or doc[:60])
+            doc = new
+        pieces = [p for p in split_re.split(doc) if p] if split_re else [doc]
+        if split_re and len(pieces) > 1:
+            report.rule("split_on").docs_changed += 1
+        for piece in pieces:
+            if drop_re and drop_re.search(piece):
+                st = report.rule("drop_if")
+                st.docs_dropped += 1
+                st.chars_removed += len(piece)
+                st.note(piece)
+                continue
+            piece = apply_char_rules(piece, cfg, report)
+            n = len(piece)
+            if n < cfg.min_doc_chars or (cfg.max_doc_chars and n > cfg.max_doc_chars):
+                st = report.rule("doc_length")
+                st.docs_dropped += 1
+                st.chars_removed += n
+                st.note(piece)
+                continue
+            if cfg.pad_to:
+                st = report.rule("pad_to")
+                if n > cfg.pad_to:
+                    st.chars_removed += n - cfg.pad_to
+                    st.docs_changed += 1
+                    piece = piece[: cfg.pad_to]
+                elif n < cfg.pad_to:
+                    st.docs_changed += 1
+                    piece = piece + cfg.pad_char * (cfg.pad_to - n)
+            kept.append(piece)
+    return kept
+
+
+def drop_rare(docs: list[str], cfg: CleanConfig, report: CorpusReport) -> list[str]:
+    """Rule 13: characters seen fewer than ``min_char_count`` times."""
+    if cfg.min_char_count <= 1:
+        return docs
+    counts = Counter()
+    for d in docs:
+        counts.update(d)
+    counts.update(cfg.doc_separator * max(len(docs) - 1, 0))
+    rare = sorted(c for c, n in counts.items() if n < cfg.min_char_count)
+    report.rare_chars = rare
+    if not rare:
+        return docs
+    st = report.rule("min_char_count")
+    table = str.maketrans({c: (cfg.rare_replacement or None) for c in rare})
+    out = []
+    for d in docs:
+        new = d.translate(table)
+        if new != d:
+            st.docs_changed += 1
+            st.chars_removed += len(d) - len(new) if not cfg.rare_replacement else 0
+        out.append(new)
+    for c in rare[:EXAMPLES]:
+        st.note(c)
+    return out
+
+
+def read_corpus(inputs: Iterable[str | Path], cfg: CleanConfig) -> tuple[str, CorpusReport]:
+    """Read, decode, clean and join every input; return the text and a report."""
     report = CorpusReport()
-    docs = []
-    for path in find_files(inputs, cfg):
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise CorpusError(f"{path}: cannot read: {e.strerror}") from None
-        raw = decode(data, str(path), cfg.encoding)
-        report.files.append(str(path))
-        report.chars_read += len(raw)
-        docs.append(normalise(raw, cfg))
+    docs = clean_documents(read_documents(inputs, cfg, report), cfg, report)
+    docs = drop_rare(docs, cfg, report)
     text = cfg.doc_separator.join(docs)
     report.documents = len(docs)
+    report.doc_lengths = [len(d) for d in docs]
     report.chars_kept = len(text)
     if not text.strip():
         names = ", ".join(report.files[:3]) + (" ..." if len(report.files) > 3 else "")
-        raise CorpusError(f"{names}: corpus is empty or only whitespace; give a text to train on")
+        emptied = " after cleaning" if report.chars_read and report.rules else ""
+        raise CorpusError(
+            f"{names}: corpus is empty or only whitespace{emptied}; give a text to train on"
+            + (" or relax the cleaning rules" if emptied else "")
+        )
     report.char_counts = dict(Counter(text))
     return text, report
+
+
+def document_bounds(doc_lengths: list[int], sep_len: int) -> list[tuple[int, int]]:
+    """(start, end) offsets of each document in the joined text."""
+    bounds, pos = [], 0
+    for n in doc_lengths:
+        bounds.append((pos, pos + n))
+        pos += n + sep_len
+    return bounds

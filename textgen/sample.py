@@ -23,7 +23,7 @@ import numpy as np
 
 from . import runs
 from .config import ModelConfig
-from .corpus import normalise
+from .corpus import clean_chars
 from .errors import PrimeError, RunError
 from .vocab import Vocab, describe_chars
 
@@ -170,12 +170,16 @@ class Generator:
         """Prime -> ids, after the run's own normalisation; PrimeError lists unknown chars."""
         if prime == "":
             raise PrimeError("the prime text is empty; give at least one character")
-        cleaned = normalise(prime, self.run.config.clean)
+        cleaned = clean_chars(prime, self.run.config.clean, self.vocab.chars)
         missing = self.vocab.missing(cleaned)
         if missing:
+            rare = set(self.run.meta.get("rare_chars", ()))
+            note = ("; cleaning dropped these as rare (--min-char-count)"
+                    if rare & set(missing) else
+                    "; the run's cleaning rules do not map them to known characters")
             raise PrimeError(
-                f"prime has characters the model never saw, even after the run's cleaning "
-                f"rules: {describe_chars(missing)}; remove or replace them"
+                f"prime has characters the model never saw: {describe_chars(missing)}{note}; "
+                "remove or replace them"
             )
         return self.vocab.encode(cleaned)
 

@@ -35,10 +35,12 @@ import numpy as np
 
 from . import runs
 from .config import Config
-from .corpus import read_corpus
+from .corpus import document_bounds, read_corpus
 from .errors import RunError, TextgenError, TrainingDiverged
 from .vocab import Vocab
-from .windows import split_ids, steps_per_epoch
+from .windows import Split, split_ids, steps_per_epoch
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TF import: hide C++ info banners
 
 LOG_FIELDS = ["epoch", "step", "loss", "val_loss", "bpc", "val_bpc", "lr", "seconds"]
 PREV_LAST = "last.prev.h5"
@@ -74,18 +76,42 @@ class TrainResult:
 
 @dataclass
 class Prepared:
-    """The corpus turned into ids, with what the run folder records about it."""
+    """The corpus turned into ids and windows, with what the run folder records about it."""
 
     vocab: Vocab
     ids: np.ndarray
+    split: Split
     report: dict
 
 
 def prepare(inputs: list[str], config: Config) -> Prepared:
+    """Read and clean the corpus, build the vocabulary, ids and train/validation windows."""
     text, report = read_corpus(inputs, config.clean)
     vocab = Vocab.from_text(text)
     ids = vocab.encode(text)
-    return Prepared(vocab=vocab, ids=ids, report=report.to_dict())
+    del text
+    bounds = (None if config.clean.cross_docs else
+              document_bounds(report.doc_lengths, len(config.clean.doc_separator)))
+    split = split_ids(ids, config.window, ", ".join(report.files[:3]), bounds)
+    summary = report.to_dict()
+    summary["windows"] = {"train": len(split.train_starts), "val": len(split.val_starts)}
+    summary["estimated_training_memory_mb"] = round(
+        estimate_memory(config, len(vocab), len(ids), len(split.train_starts)) / 2**20, 1)
+    return Prepared(vocab=vocab, ids=ids, split=split, report=summary)
+
+
+def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int) -> int:
+    """Rough bytes for training: ids, window starts (held twice while shuffling), parameters
+    with gradients and optimizer slots, and one batch's activations kept for backprop."""
+    m, w = config.model, config.window
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[m.cell]
+    params = vocab_size * m.embedding_dim + m.units * vocab_size + vocab_size
+    inp = m.embedding_dim
+    for _ in range(m.layers):
+        params += gates * m.units * (inp + m.units + 2)
+        inp = m.units
+    activations = w.batch_size * w.window * (m.layers * (gates + 2) * m.units + 2 * vocab_size)
+    return n_ids * 2 + n_windows * 8 * 3 + params * 4 * 4 + activations * 4 * 2
 
 
 def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
@@ -99,7 +125,7 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
 
 def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> TrainResult:
     data = prepare(inputs, config)
-    split = split_ids(data.ids, config.window, source=", ".join(map(str, inputs)))
+    split = data.split
 
     if resume:
         run = runs.open_run(out)
@@ -112,7 +138,9 @@ def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> Trai
         if config.train.seed is None:
             config = config.with_seed(random.SystemRandom().randrange(2**31))
         runs.prepare_new_run(out)
-        doc = runs.config_document(config, {"corpus": [str(Path(p).resolve()) for p in inputs]})
+        doc = runs.config_document(config, {
+            "corpus": [p if p == "-" else str(Path(p).resolve()) for p in map(str, inputs)],
+            "rare_chars": data.report["rare_chars"]})
         runs.write_json(out / runs.CONFIG_FILE, doc)
         runs.write_text(out / runs.VOCAB_FILE, data.vocab.to_json() + "\n")
         runs.write_json(out / runs.CORPUS_REPORT, data.report)
@@ -147,7 +175,6 @@ def _check_compatible(run: runs.Run, config: Config, vocab: Vocab) -> None:
 
 
 def _set_determinism(seed: int) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # hide TF's C++ info banners
     import keras
     import tensorflow as tf
 
@@ -168,7 +195,7 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
     compile_model(model, config.train)
     model.optimizer.build(model.trainable_variables)
 
-    spe = steps_per_epoch(len(split.train), config.window, config.train.steps_per_epoch)
+    spe = steps_per_epoch(len(split.train_starts), config.window, config.train.steps_per_epoch)
     epochs = config.train.epochs
     start = Checkpoint(epoch=0, step=0, best=math.inf, seconds=0.0)
     if resume:
@@ -177,7 +204,7 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
         return TrainResult(out, start.epoch, start.step, _finite(start.best))
 
     has_val = len(split.val) > 0
-    val = val_dataset(split.val, config.window) if has_val else None
+    val = val_dataset(split.val, config.window, split.val_starts) if has_val else None
     plateau = _plateau_callback(monitor="val_loss" if has_val else "loss", factor=0.5,
                                 patience=2, verbose=0)
     plateau.best, plateau.wait, plateau.cooldown_counter = start.plateau
@@ -203,7 +230,8 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
         raise Interrupted(stop.signum, out)
     with contextlib.redirect_stdout(sys.stderr):
         for initial_epoch, end_epoch, steps, skip in phases:
-            ds = train_dataset(split.train, config.window, seed, epochs, spe, skip=skip)
+            ds = train_dataset(split.train, config.window, seed, epochs, spe, skip=skip,
+                               starts=split.train_starts)
             model.fit(ds, epochs=end_epoch, initial_epoch=initial_epoch, steps_per_epoch=steps,
                       validation_data=val, callbacks=callbacks, verbose=verbose,
                       shuffle=False)

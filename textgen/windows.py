@@ -28,10 +28,16 @@ from .errors import CorpusError
 class Split:
     train: np.ndarray
     val: np.ndarray  # empty when val_split == 0
+    train_starts: np.ndarray  # window start offsets into ``train``
+    val_starts: np.ndarray  # non-overlapping window starts into ``val``
 
 
-def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus") -> Split:
-    """Cut the ids into a training head and a validation tail, checking both hold a window."""
+def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus",
+              bounds: list[tuple[int, int]] | None = None) -> Split:
+    """Cut the ids into a training head and a validation tail, checking both hold a window.
+
+    With document ``bounds`` ((start, end) offsets), every window lies inside one document.
+    """
     need = cfg.window + 1  # one window of inputs plus its shifted targets
     n_val = int(len(ids) * cfg.val_split)
     if cfg.val_split > 0:
@@ -48,20 +54,41 @@ def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus") -> Spl
             f"{source}: {len(ids)} characters leaves {len(train)} for training, fewer than one "
             f"window of {cfg.window} + 1; use a longer corpus or a smaller --window"
         )
-    return Split(train=train, val=ids[len(ids) - n_val :])
+    n_train = len(train)
+    train_starts = window_starts(n_train, cfg.window, cfg.step, bounds, 0)
+    val_starts = window_starts(n_val, cfg.window, cfg.window, bounds, n_train)
+    if len(train_starts) == 0:
+        raise CorpusError(f"{source}: no training document is longer than --window "
+                          f"{cfg.window}; use a smaller --window or allow windows across "
+                          "documents")
+    if n_val and len(val_starts) == 0:
+        raise CorpusError(f"{source}: the validation split holds no document longer than "
+                          f"--window {cfg.window}; use a larger --val-split or smaller --window")
+    return Split(train=train, val=ids[n_train:], train_starts=train_starts, val_starts=val_starts)
 
 
-def window_starts(n_ids: int, window: int, step: int) -> np.ndarray:
-    """Start offsets of every full (x, y) window in a sequence of ``n_ids`` ids."""
-    return np.arange(0, max(n_ids - window, 0), step, dtype=np.int64)
+def window_starts(n_ids: int, window: int, step: int,
+                  bounds: list[tuple[int, int]] | None = None, offset: int = 0) -> np.ndarray:
+    """Start offsets of every full (x, y) window in ids[offset : offset + n_ids].
+
+    Without ``bounds`` windows may span documents; with them, each lies inside one document.
+    """
+    if bounds is None:
+        return np.arange(0, max(n_ids - window, 0), step, dtype=np.int64)
+    parts = []
+    for a, b in bounds:
+        a, b = max(a, offset) - offset, min(b, offset + n_ids) - offset
+        if b - a > window:
+            parts.append(np.arange(a, b - window, step, dtype=np.int64))
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 def count_windows(n_ids: int, window: int, step: int) -> int:
     return len(range(0, max(n_ids - window, 0), step))
 
 
-def steps_per_epoch(n_train_ids: int, cfg: WindowConfig, cap: int | None) -> int:
-    steps = math.ceil(count_windows(n_train_ids, cfg.window, cfg.step) / cfg.batch_size)
+def steps_per_epoch(n_windows: int, cfg: WindowConfig, cap: int | None) -> int:
+    steps = math.ceil(n_windows / cfg.batch_size)
     return min(steps, cap) if cap else steps
 
 
@@ -74,11 +101,13 @@ def _gather(ids_t, starts, window: int):
 
 
 def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
-                  steps: int, skip: int = 0):
+                  steps: int, skip: int = 0, starts: np.ndarray | None = None):
     """Batches for ``epochs`` epochs of ``steps`` steps each, reshuffled per epoch, after ``skip``."""
     import tensorflow as tf
 
-    starts = tf.constant(window_starts(len(ids), cfg.window, cfg.step))
+    if starts is None:
+        starts = window_starts(len(ids), cfg.window, cfg.step)
+    starts = tf.constant(starts)
     ids_t = tf.constant(ids)
 
     def one_epoch(epoch):
@@ -92,11 +121,12 @@ def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def val_dataset(ids: np.ndarray, cfg: WindowConfig):
+def val_dataset(ids: np.ndarray, cfg: WindowConfig, starts: np.ndarray | None = None):
     """Non-overlapping windows over the validation tail, in order (each target scored once)."""
     import tensorflow as tf
 
-    starts = window_starts(len(ids), cfg.window, cfg.window)
+    if starts is None:
+        starts = window_starts(len(ids), cfg.window, cfg.window)
     ids_t = tf.constant(ids)
     ds = tf.data.Dataset.from_tensor_slices(starts).batch(cfg.batch_size)
     return ds.map(lambda s: _gather(ids_t, s, cfg.window)).cache().prefetch(tf.data.AUTOTUNE)
