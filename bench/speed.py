@@ -51,7 +51,7 @@ def bench_training(steps: int) -> dict:
 
     from textgen.config import Config
     from textgen.model import build_model, compile_model
-    from textgen.train import prepare
+    from textgen.data import prepare
     from textgen.windows import train_dataset
 
     cfg = Config()

@@ -28,7 +28,8 @@ def test_every_command_and_option_is_in_the_readme():
 
 
 def test_readme_flags_exist():
-    known = {opt for _, c in _commands() for p in c.params for opt in getattr(p, "opts", [])}
+    known = {opt for _, c in _commands() for p in c.params
+             for opt in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
     known |= {"--help", "--version", "--traceback"}
     mentioned = set(re.findall(r"`(--[a-z][a-z-]*)", README))
     assert mentioned - known == set()

@@ -59,6 +59,52 @@ def _config_path(value: str | None) -> Path | None:
     return path
 
 
+CLEAN_KEYS = ("encoding", "glob", "field", "strip_gutenberg", "split_on", "drop_if", "remove_urls",
+              "unescape_html", "ascii_fold", "charset", "lowercase", "collapse_spaces",
+              "min_doc_chars", "max_doc_chars", "pad_to", "pad_char", "min_char_count",
+              "rare_replacement", "doc_separator", "cross_docs")
+
+
+def clean_options(f):
+    """The corpus-reading and cleaning flags, shared by ``train`` and ``clean``."""
+    options = [
+        click.option("--encoding", help="Encoding of the input files [utf-8]."),
+        click.option("--glob", help="Files to read from directories [*.txt]."),
+        click.option("--field", help="JSON/JSONL field holding the text, dotted for nested "
+                     "records [text]."),
+        click.option("--strip-gutenberg/--no-strip-gutenberg", default=None,
+                     help="Cut Project Gutenberg licence header and footer."),
+        click.option("--split-on", metavar="REGEX", help="Split documents at this pattern."),
+        click.option("--drop-if", metavar="REGEX", help="Drop documents matching this pattern."),
+        click.option("--remove-urls/--no-remove-urls", default=None, help="Delete links."),
+        click.option("--unescape-html/--no-unescape-html", default=None,
+                     help="Turn &gt; &amp; ... into characters."),
+        click.option("--ascii-fold/--no-ascii-fold", default=None, help="Strip accents."),
+        click.option("--charset", type=click.Choice(["ascii", "latin-1"]),
+                     help="Keep only characters of this charset."),
+        click.option("--lowercase/--no-lowercase", default=None, help="Lowercase the text."),
+        click.option("--collapse-spaces/--no-collapse-spaces", default=None,
+                     help="Runs of spaces and tabs -> one space."),
+        click.option("--min-doc-chars", type=click.IntRange(min=0),
+                     help="Drop shorter documents."),
+        click.option("--max-doc-chars", type=click.IntRange(min=1),
+                     help="Drop longer documents."),
+        click.option("--pad-to", type=click.IntRange(min=1),
+                     help="Pad/truncate each document to this length."),
+        click.option("--pad-char", help="Padding character [space]."),
+        click.option("--min-char-count", type=click.IntRange(min=0),
+                     help="Drop characters seen fewer times."),
+        click.option("--rare-replacement", metavar="CHAR",
+                     help="Replace rare characters by CHAR instead of dropping them."),
+        click.option("--doc-separator", help="Joins documents [newline]."),
+        click.option("--cross-docs/--no-cross-docs", default=None,
+                     help="Let training windows span documents [yes]."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 def _positive_float(ctx, param, value):
     if value is not None and not (value > 0 and math.isfinite(value)):
         raise click.BadParameter(f"must be a positive number, got {value}")
@@ -93,9 +139,7 @@ def _positive_float(ctx, param, value):
 @click.option("--lr", type=float, callback=_positive_float, help="Learning rate [0.01].")
 @click.option("--clipnorm", type=click.FloatRange(min=0), help="Gradient norm clip, 0 = off [5].")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed [drawn and recorded].")
-@click.option("--encoding", help="Encoding of the corpus files [utf-8].")
-@click.option("--glob", help="Files to read from directories [*.txt].")
-@click.option("--lowercase/--no-lowercase", default=None, help="Lowercase the text [no].")
+@clean_options
 def train(corpus, config_file, out, resume, save_every, **flags):
     """Train a model on CORPUS (files or directories) and save a run folder.
 
@@ -113,7 +157,7 @@ def train(corpus, config_file, out, resume, save_every, **flags):
     from .train import train as run_training
 
     sections = {
-        "clean": ("encoding", "glob", "lowercase"),
+        "clean": CLEAN_KEYS,
         "window": ("window", "step", "val_split", "batch_size"),
         "model": ("cell", "layers", "units", "dropout", "embedding_dim"),
         "train": ("epochs", "steps_per_epoch", "optimizer", "lr", "clipnorm", "seed"),
@@ -131,6 +175,43 @@ def train(corpus, config_file, out, resume, save_every, **flags):
     click.echo(f"trained {result.epochs_done} epochs ({result.steps_done} steps); "
                f"best loss {best}", err=True)
     click.echo(str(out))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path),
+              help="Write the cleaned text to FILE (refuses to overwrite) [stdout].")
+@click.option("--report", is_flag=True, help="Print what each rule did to stderr.")
+@click.option("--report-json", type=click.Path(path_type=Path), metavar="FILE",
+              help="Write the full report as JSON.")
+@click.option("--config", "config_file", metavar="FILE|NAME",
+              help="TOML config whose [clean] (and [window]) tables apply.")
+@clean_options
+def clean(inputs, output, report, report_json, config_file, **flags):
+    """Clean INPUT files (or directories, JSON/JSONL, - for stdin) by the same rules as train.
+
+    \b
+    textgen clean book.txt --strip-gutenberg -o book.clean.txt --report
+    textgen clean tweets.json --field text --remove-urls --unescape-html --charset ascii
+    textgen clean lyrics/ --glob "*.lyr" --encoding cp1252 --collapse-spaces -o lyrics.txt
+    """
+    from .config import resolve
+    from .data import describe, prepare
+    from .runs import write_json, write_text
+
+    for path in (output, report_json):
+        if path is not None and path.exists():
+            raise click.UsageError(f"{path} already exists; choose another name or remove it")
+    config = resolve(_config_path(config_file), {"clean": flags})
+    prep = prepare(list(inputs), config, keep_text=True, need_windows=False)
+    if report:
+        click.echo(describe(prep), err=True)
+    if report_json is not None:
+        write_json(report_json, prep.report)
+    if output is None:
+        click.echo(prep.text, nl=False)
+    else:
+        write_text(output, prep.text)
 
 
 @cli.command(context_settings=CONTEXT)

@@ -12,11 +12,11 @@ A file (or a JSON record) is a document. Rules apply in this order, each only wh
  2. ``strip_gutenberg``  cut a Project Gutenberg licence header and footer
  3. ``split_on``         split documents further at a regular expression
  4. ``drop_if``          drop whole documents matching a regular expression
- 5. ``remove_urls``      delete http(s)://... and www.... links
- 6. ``unescape_html``    ``&gt;`` -> ``>``, ``&amp;`` -> ``&``, ...
- 7. ``ascii_fold``       strip accents (``á`` -> ``a``)
- 8. ``charset``          keep only ``ascii`` or ``latin-1`` characters (drops emoji, ...)
- 9. ``lowercase``
+ 5. ``unescape_html``    ``&gt;`` -> ``>``, ``&amp;`` -> ``&``, ... (first: an entity may spell a link)
+ 6. ``remove_urls``      delete http(s)://... and www.... links
+ 7. ``ascii_fold``       strip accents (``á`` -> ``a``; compatibility forms too: ``🄰`` -> ``A``)
+ 8. ``lowercase``        (after folding, which can make capitals)
+ 9. ``charset``          keep only ``ascii`` or ``latin-1`` characters (drops emoji, ...)
 10. ``collapse_spaces``  runs of spaces and tabs -> one space
 11. ``min_doc_chars`` / ``max_doc_chars``  drop documents outside that length
 12. ``pad_to``           pad (with ``pad_char``) or truncate each document to a fixed length
@@ -24,6 +24,8 @@ A file (or a JSON record) is a document. Rules apply in this order, each only wh
 14. documents are joined with ``doc_separator`` (part of the vocabulary)
 
 Rules 5-10 and 13 are "character rules": ``clean_chars`` applies them to a prime text too.
+Every rule but ``unescape_html`` (``&amp;gt;`` -> ``&gt;`` -> ``>``) is idempotent, and so is
+cleaning as a whole without it.
 """
 
 from __future__ import annotations
@@ -277,16 +279,16 @@ def keep_charset(text: str, charset: str) -> str:
 def _char_rules(cfg: CleanConfig):
     """(name, function) for rules 5-10, in order."""
     rules = []
-    if cfg.remove_urls:
-        rules.append(("remove_urls", lambda t: URL_RE.sub("", t)))
     if cfg.unescape_html:
         rules.append(("unescape_html", html.unescape))
+    if cfg.remove_urls:
+        rules.append(("remove_urls", lambda t: URL_RE.sub("", t)))
     if cfg.ascii_fold:
         rules.append(("ascii_fold", ascii_fold))
+    if cfg.lowercase:
+        rules.append(("lowercase", lambda t: unicodedata.normalize("NFC", t.lower())))
     if cfg.charset:
         rules.append(("charset", lambda t: keep_charset(t, cfg.charset)))
-    if cfg.lowercase:
-        rules.append(("lowercase", str.lower))
     if cfg.collapse_spaces:
         rules.append(("collapse_spaces", lambda t: SPACES_RE.sub(" ", t)))
     return rules

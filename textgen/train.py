@@ -35,10 +35,10 @@ import numpy as np
 
 from . import runs
 from .config import Config
-from .corpus import document_bounds, read_corpus
+from .data import prepare
 from .errors import RunError, TextgenError, TrainingDiverged
 from .vocab import Vocab
-from .windows import Split, split_ids, steps_per_epoch
+from .windows import steps_per_epoch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TF import: hide C++ info banners
 
@@ -74,46 +74,6 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-@dataclass
-class Prepared:
-    """The corpus turned into ids and windows, with what the run folder records about it."""
-
-    vocab: Vocab
-    ids: np.ndarray
-    split: Split
-    report: dict
-
-
-def prepare(inputs: list[str], config: Config) -> Prepared:
-    """Read and clean the corpus, build the vocabulary, ids and train/validation windows."""
-    text, report = read_corpus(inputs, config.clean)
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
-    del text
-    bounds = (None if config.clean.cross_docs else
-              document_bounds(report.doc_lengths, len(config.clean.doc_separator)))
-    split = split_ids(ids, config.window, ", ".join(report.files[:3]), bounds)
-    summary = report.to_dict()
-    summary["windows"] = {"train": len(split.train_starts), "val": len(split.val_starts)}
-    summary["estimated_training_memory_mb"] = round(
-        estimate_memory(config, len(vocab), len(ids), len(split.train_starts)) / 2**20, 1)
-    return Prepared(vocab=vocab, ids=ids, split=split, report=summary)
-
-
-def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int) -> int:
-    """Rough bytes for training: ids, window starts (held twice while shuffling), parameters
-    with gradients and optimizer slots, and one batch's activations kept for backprop."""
-    m, w = config.model, config.window
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[m.cell]
-    params = vocab_size * m.embedding_dim + m.units * vocab_size + vocab_size
-    inp = m.embedding_dim
-    for _ in range(m.layers):
-        params += gates * m.units * (inp + m.units + 2)
-        inp = m.units
-    activations = w.batch_size * w.window * (m.layers * (gates + 2) * m.units + 2 * vocab_size)
-    return n_ids * 2 + n_windows * 8 * 3 + params * 4 * 4 + activations * 4 * 2
-
-
 def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
           save_every: int | None = None, verbose: int | None = None,
           root: Path = runs.DEFAULT_ROOT) -> TrainResult:
@@ -126,6 +86,10 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
 def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> TrainResult:
     data = prepare(inputs, config)
     split = data.split
+    if verbose != 0:
+        from .data import describe
+
+        print(describe(data), file=sys.stderr)
 
     if resume:
         run = runs.open_run(out)
