@@ -28,6 +28,12 @@ TINY_FLAGS = ["--units", "8", "--embedding-dim", "4", "--window", "16", "--step"
               "--batch-size", "8", "--epochs", "2", "--steps-per-epoch", "3", "--seed", "7"]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """Tests never read or fill the user's corpus cache."""
+    os.environ["TEXTGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"

@@ -196,7 +196,7 @@ def clean(inputs, output, report, report_json, config_file, **flags):
     textgen clean lyrics/ --glob "*.lyr" --encoding cp1252 --collapse-spaces -o lyrics.txt
     """
     from .config import resolve
-    from .data import describe, prepare
+    from .data import prepare
     from .runs import write_json, write_text
 
     for path in (output, report_json):
@@ -205,7 +205,7 @@ def clean(inputs, output, report, report_json, config_file, **flags):
     config = resolve(_config_path(config_file), {"clean": flags})
     prep = prepare(list(inputs), config, keep_text=True, need_windows=False)
     if report:
-        click.echo(describe(prep), err=True)
+        click.echo(prep.describe(), err=True)
     if report_json is not None:
         write_json(report_json, prep.report)
     if output is None:

@@ -97,30 +97,31 @@ class CorpusReport:
             "flagged_rare": sorted(c for c, n in self.char_counts.items() if n < RARE_FLAG),
         }
 
-    def describe(self) -> str:
-        """A human-readable summary (for ``textgen clean --report`` and ``train``)."""
+    @staticmethod
+    def describe_dict(report: dict) -> str:
+        """A human-readable summary of ``to_dict()`` (cached reports are dicts too)."""
         lines = [
-            f"read {len(self.files)} file(s), {self.documents_read} document(s), "
-            f"{self.chars_read:,} characters",
+            f"read {len(report['files'])} file(s), {report['documents_read']} document(s), "
+            f"{report['chars_read']:,} characters",
         ]
-        for name, st in self.rules.items():
+        for name, st in report["rules"].items():
             parts = []
-            if st.docs_dropped:
-                parts.append(f"dropped {st.docs_dropped} document(s)")
-            if st.chars_removed:
-                parts.append(f"removed {st.chars_removed:,} characters")
-            if st.docs_changed and not parts:
-                parts.append(f"changed {st.docs_changed} document(s)")
+            if st["docs_dropped"]:
+                parts.append(f"dropped {st['docs_dropped']} document(s)")
+            if st["chars_removed"]:
+                parts.append(f"removed {st['chars_removed']:,} characters")
+            if st["docs_changed"] and not parts:
+                parts.append(f"changed {st['docs_changed']} document(s)")
             if not parts:
                 parts.append("no change")
-            ex = f" e.g. {', '.join(repr(e) for e in st.examples)}" if st.examples else ""
+            ex = f" e.g. {', '.join(repr(e) for e in st['examples'])}" if st["examples"] else ""
             lines.append(f"  {name}: {'; '.join(parts)}{ex}")
-        rare = sorted((c for c, n in self.char_counts.items() if n < RARE_FLAG),
-                      key=lambda c: self.char_counts[c])
-        lines.append(f"kept {self.documents} document(s), {self.chars_kept:,} characters, "
-                     f"{len(self.char_counts)} distinct")
+        counts = report["char_counts"]
+        rare = sorted(report["flagged_rare"], key=lambda c: counts[c])
+        lines.append(f"kept {report['documents']} document(s), {report['chars_kept']:,} "
+                     f"characters, {len(counts)} distinct")
         if rare:
-            shown = ", ".join(f"{c!r} x{self.char_counts[c]}" for c in rare[:12])
+            shown = ", ".join(f"{c!r} x{counts[c]}" for c in rare[:12])
             lines.append(f"  rare characters (seen < {RARE_FLAG} times): {shown}"
                          + (" ..." if len(rare) > 12 else ""))
         return "\n".join(lines)
@@ -399,24 +400,37 @@ def drop_rare(docs: list[str], cfg: CleanConfig, report: CorpusReport) -> list[s
     return out
 
 
-def read_corpus(inputs: Iterable[str | Path], cfg: CleanConfig) -> tuple[str, CorpusReport]:
-    """Read, decode, clean and join every input; return the text and a report."""
+def read_documents_cleaned(inputs: Iterable[str | Path],
+                           cfg: CleanConfig) -> tuple[list[str], CorpusReport]:
+    """Read and clean every input (rules 1-13); documents are kept apart, not joined."""
     report = CorpusReport()
     docs = clean_documents(read_documents(inputs, cfg, report), cfg, report)
     docs = drop_rare(docs, cfg, report)
-    text = cfg.doc_separator.join(docs)
     report.documents = len(docs)
     report.doc_lengths = [len(d) for d in docs]
-    report.chars_kept = len(text)
-    if not text.strip():
+    sep = cfg.doc_separator
+    report.chars_kept = sum(report.doc_lengths) + len(sep) * max(len(docs) - 1, 0)
+    counts: Counter = Counter()
+    for d in docs:
+        counts.update(d)  # C-accelerated per document; no joined copy of the corpus
+    if sep and len(docs) > 1:
+        counts.update(sep * (len(docs) - 1))
+    nonblank = sum(n for c, n in counts.items() if not c.isspace())
+    if nonblank == 0:
         names = ", ".join(report.files[:3]) + (" ..." if len(report.files) > 3 else "")
         emptied = " after cleaning" if report.chars_read and report.rules else ""
         raise CorpusError(
             f"{names}: corpus is empty or only whitespace{emptied}; give a text to train on"
             + (" or relax the cleaning rules" if emptied else "")
         )
-    report.char_counts = dict(Counter(text))
-    return text, report
+    report.char_counts = dict(counts)
+    return docs, report
+
+
+def read_corpus(inputs: Iterable[str | Path], cfg: CleanConfig) -> tuple[str, CorpusReport]:
+    """Read, decode, clean and join every input; return the text and a report."""
+    docs, report = read_documents_cleaned(inputs, cfg)
+    return cfg.doc_separator.join(docs), report
 
 
 def document_bounds(doc_lengths: list[int], sep_len: int) -> list[tuple[int, int]]:

@@ -1,20 +1,39 @@
-"""Corpus inputs -> cleaned text -> vocabulary -> ids -> train/validation windows (no TF).
+"""Corpus inputs -> cleaned documents -> vocabulary -> ids -> train/validation windows (no TF).
 
 The pure-data half of training, shared by ``train`` and ``clean`` (whose report shows how many
 windows a corpus makes and roughly how much memory training it takes).
+
+Memory: documents are cleaned one at a time and kept apart (never joined into one string), then
+encoded one by one into a preallocated id array (1 byte per character for up to 256 distinct
+characters), each document released once encoded. A 100 MB single-file corpus peaks well under
+1 GB (``bench/corpus_scale.py`` measures it).
+
+Cache: the ids, vocabulary, report and document lengths are stored under a key made of the
+inputs' paths and contents, the cleaning rules and the textgen version, in
+``$TEXTGEN_CACHE_DIR`` (default ``$XDG_CACHE_HOME/textgen`` or ``~/.cache/textgen``). A second
+``train`` on the same corpus memory-maps the ids instead of reading and cleaning again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from . import __version__
 from .config import Config
-from .corpus import CorpusReport, document_bounds, read_corpus
+from .corpus import CorpusReport, document_bounds, find_files, read_documents_cleaned
 from .errors import CorpusError
 from .vocab import Vocab
 from .windows import Split, split_ids
+
+CACHE_FORMAT = 1
 
 
 @dataclass
@@ -22,46 +41,78 @@ class Prepared:
     vocab: Vocab
     ids: np.ndarray
     split: Split | None  # None only when windows were not needed and the corpus is too short
-    corpus: CorpusReport
     report: dict  # corpus report + window counts + memory estimate (saved as corpus.json)
     text: str | None = None  # the cleaned text, only when asked for
+    cached: bool = False  # ids came from the cache
+
+    def describe(self) -> str:
+        """The human-readable report: rules, characters, windows, memory."""
+        w = self.report["windows"]
+        problem = f" ({w['problem']})" if "problem" in w else ""
+        cache = " (ids from cache)" if self.cached else ""
+        return (CorpusReport.describe_dict(self.report)
+                + f"\n{w['train']:,} training windows, {w['val']:,} validation windows"
+                  f"{problem}; estimated training memory "
+                  f"{self.report['estimated_training_memory_mb']:,} MB{cache}")
+
+
+def encode_documents(docs: list[str], vocab: Vocab, sep: str) -> np.ndarray:
+    """Encode documents (joined by ``sep``) into one id array, releasing each as it goes."""
+    total = sum(map(len, docs)) + len(sep) * max(len(docs) - 1, 0)
+    ids = np.empty(total, dtype=vocab.dtype)
+    sep_ids = vocab.encode(sep) if sep and len(docs) > 1 else None
+    pos = 0
+    for i in range(len(docs)):
+        if i and sep:
+            ids[pos : pos + len(sep)] = sep_ids
+            pos += len(sep)
+        doc, docs[i] = docs[i], ""  # drop our reference once encoded
+        ids[pos : pos + len(doc)] = vocab.encode(doc)
+        pos += len(doc)
+    return ids
 
 
 def prepare(inputs: list[str], config: Config, keep_text: bool = False,
-            need_windows: bool = True) -> Prepared:
+            need_windows: bool = True, use_cache: bool = True) -> Prepared:
     """Read and clean the corpus, build the vocabulary, ids and train/validation windows.
 
     With ``need_windows=False`` (``textgen clean``) a corpus too short for the window config is
     reported, not an error.
     """
-    text, corpus = read_corpus(inputs, config.clean)
-    vocab = Vocab.from_text(text)
-    ids = vocab.encode(text)
-    bounds = (None if config.clean.cross_docs else
-              document_bounds(corpus.doc_lengths, len(config.clean.doc_separator)))
-    report = corpus.to_dict()
+    cfg = config.clean
+    key = cache_key(inputs, config) if use_cache and not keep_text else None
+    hit = load_cached(key) if key else None
+    text = None
+    if hit is not None:
+        vocab, ids, report = hit
+    else:
+        docs, corpus = read_documents_cleaned(inputs, cfg)
+        vocab = Vocab.from_counts(corpus.char_counts)
+        if keep_text:
+            text = cfg.doc_separator.join(docs)
+        ids = encode_documents(docs, vocab, cfg.doc_separator)
+        del docs
+        report = corpus.to_dict()
+        report["doc_lengths"] = corpus.doc_lengths
+        if key:
+            store_cached(key, vocab, ids, report)
+
+    bounds = None if cfg.cross_docs else document_bounds(report["doc_lengths"],
+                                                         len(cfg.doc_separator))
     try:
-        split = split_ids(ids, config.window, ", ".join(corpus.files[:3]), bounds)
+        split = split_ids(ids, config.window, ", ".join(report["files"][:3]), bounds)
     except CorpusError as e:
         if need_windows:
             raise
         split = None
-        report["windows"] = {"train": 0, "val": 0, "problem": str(e)}
+        windows = {"train": 0, "val": 0, "problem": str(e)}
     else:
-        report["windows"] = {"train": len(split.train_starts), "val": len(split.val_starts)}
-    n_windows = report["windows"]["train"]
+        windows = {"train": len(split.train_starts), "val": len(split.val_starts)}
+    report = {k: v for k, v in report.items() if k != "doc_lengths"}
+    report["windows"] = windows
     report["estimated_training_memory_mb"] = round(
-        estimate_memory(config, len(vocab), len(ids), n_windows) / 2**20, 1)
-    return Prepared(vocab, ids, split, corpus, report, text if keep_text else None)
-
-
-def describe(prep: Prepared) -> str:
-    """The human-readable report: rules, characters, windows, memory."""
-    w = prep.report["windows"]
-    problem = f" ({w['problem']})" if "problem" in w else ""
-    return (prep.corpus.describe()
-            + f"\n{w['train']:,} training windows, {w['val']:,} validation windows{problem}; "
-              f"estimated training memory {prep.report['estimated_training_memory_mb']:,} MB")
+        estimate_memory(config, len(vocab), len(ids), windows["train"]) / 2**20, 1)
+    return Prepared(vocab, ids, split, report, text, cached=hit is not None)
 
 
 def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int) -> int:
@@ -77,4 +128,68 @@ def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int)
         inp = m.units
     activations = w.batch_size * w.window * (m.layers * (gates + 2) * m.units + 2 * vocab_size)
     itemsize = 1 if vocab_size <= 256 else 2 if vocab_size <= 65536 else 4  # as Vocab.dtype
-    return n_ids * itemsize * 2 + n_windows * 8 * 3 + params * 4 * 4 + activations * 4 * 2
+    start_size = 4 if n_ids < 2**31 else 8  # as windows.window_starts
+    return (n_ids * itemsize * 2 + n_windows * start_size * 3 + params * 4 * 4
+            + activations * 4 * 2)
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def cache_dir() -> Path | None:
+    """Where encoded corpora are cached; TEXTGEN_CACHE_DIR="" turns caching off."""
+    explicit = os.environ.get("TEXTGEN_CACHE_DIR")
+    if explicit is not None:
+        return Path(explicit) if explicit else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "textgen"
+
+
+def cache_key(inputs: list[str], config: Config) -> str | None:
+    """A hash of the input files (paths and contents), the cleaning rules and the version."""
+    if cache_dir() is None or any(str(i) == "-" for i in inputs):
+        return None  # stdin cannot be re-read
+    h = hashlib.sha256()
+    h.update(json.dumps({"textgen": __version__, "format": CACHE_FORMAT,
+                         "clean": asdict(config.clean)}, sort_keys=True).encode())
+    for path in find_files(inputs, config.clean):
+        h.update(str(Path(path).resolve()).encode() + b"\0")
+        try:
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 22), b""):
+                    h.update(block)
+        except OSError:
+            return None  # let the real read report the problem
+        h.update(b"\0\0")
+    return h.hexdigest()[:32]
+
+
+def load_cached(key: str):
+    folder = cache_dir() / key
+    try:
+        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
+        ids = np.load(folder / "ids.npy", mmap_mode="r")
+        vocab = Vocab.from_json(json.dumps(meta["vocab"]))
+        if meta.get("format") != CACHE_FORMAT or len(ids) != meta["n_ids"]:
+            return None
+        return vocab, ids, meta["report"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # missing or damaged: rebuild
+
+
+def store_cached(key: str, vocab: Vocab, ids: np.ndarray, report: dict) -> None:
+    """Write the cache entry into a temp folder, then rename it into place (best effort)."""
+    root = cache_dir()
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
+        np.save(tmp / "ids.npy", ids)
+        meta = {"format": CACHE_FORMAT, "n_ids": int(len(ids)),
+                "vocab": json.loads(vocab.to_json()), "report": report}
+        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
+        try:
+            os.replace(tmp, root / key)
+        except OSError:  # another process stored it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    except OSError:
+        pass  # a cache that cannot be written only costs time

@@ -87,9 +87,7 @@ def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> Trai
     data = prepare(inputs, config)
     split = data.split
     if verbose != 0:
-        from .data import describe
-
-        print(describe(data), file=sys.stderr)
+        print(data.describe(), file=sys.stderr)
 
     if resume:
         run = runs.open_run(out)
