@@ -31,6 +31,9 @@ def test_readme_flags_exist():
     known = {opt for _, c in _commands() for p in c.params
              for opt in [*getattr(p, "opts", []), *getattr(p, "secondary_opts", [])]}
     known |= {"--help", "--version", "--traceback"}
+    scripts = Path(__file__).resolve().parents[1] / "scripts" / "cloud"
+    for script in scripts.glob("*.sh"):  # the cloud scripts' own flags
+        known |= set(re.findall(r"--[a-z][a-z-]*", script.read_text()))
     mentioned = set(re.findall(r"`(--[a-z][a-z-]*)", README))
     assert mentioned - known == set()
 

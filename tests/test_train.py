@@ -38,6 +38,8 @@ def _assert_same_final_state(a: Path, b: Path):
     log_b = (b / "log.csv").read_text().splitlines()
     strip = lambda lines: [",".join(l.split(",")[:-1]) for l in lines]  # noqa: E731 - not seconds
     assert strip(log_a) == strip(log_b)
+    # per-step losses and their smoothing continue exactly too
+    assert (a / "steps.csv").read_text() == (b / "steps.csv").read_text()
 
 
 @pytest.fixture(scope="module")

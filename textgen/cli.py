@@ -139,6 +139,20 @@ def _positive_float(ctx, param, value):
 @click.option("--lr", type=float, callback=_positive_float, help="Learning rate [0.01].")
 @click.option("--clipnorm", type=click.FloatRange(min=0), help="Gradient norm clip, 0 = off [5].")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed [drawn and recorded].")
+@click.option("--patience", type=click.IntRange(min=1),
+              help="Stop after N epochs without a better validation loss [off].")
+@click.option("--max-minutes", type=float, callback=_positive_float,
+              help="Stop at the last epoch end that fits in this many minutes [off].")
+@click.option("--sample-every", type=click.IntRange(min=0),
+              help="Print and save samples every N epochs, 0 = never [1].")
+@click.option("--sample-chars", type=click.IntRange(min=1),
+              help="Characters per sample during training [200].")
+@click.option("--tensorboard/--no-tensorboard", default=None,
+              help="Write TensorBoard logs to RUN/tensorboard [off].")
+@click.option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
+              help="tf.distribute strategy; auto = mirrored if several GPUs [auto].")
+@click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
+              help="Mixed precision on GPUs (refused on CPU) [float32].")
 @clean_options
 def train(corpus, config_file, out, resume, save_every, **flags):
     """Train a model on CORPUS (files or directories) and save a run folder.
@@ -160,7 +174,9 @@ def train(corpus, config_file, out, resume, save_every, **flags):
         "clean": CLEAN_KEYS,
         "window": ("window", "step", "val_split", "batch_size"),
         "model": ("cell", "layers", "units", "dropout", "embedding_dim"),
-        "train": ("epochs", "steps_per_epoch", "optimizer", "lr", "clipnorm", "seed"),
+        "train": ("epochs", "steps_per_epoch", "optimizer", "lr", "clipnorm", "seed",
+                  "patience", "max_minutes", "sample_every", "sample_chars", "tensorboard",
+                  "strategy", "precision"),
     }
     overrides = {s: {k: flags[k] for k in keys} for s, keys in sections.items()}
     if resume and out is None:
@@ -172,8 +188,9 @@ def train(corpus, config_file, out, resume, save_every, **flags):
         out = default_run_path(Path(corpus[0]).stem or "run")
     result = run_training(list(corpus), config, out, resume=resume, save_every=save_every)
     best = "n/a" if result.best_loss is None else f"{result.best_loss:.4f} nats/char"
+    stopped = f"; stopped by {result.stopped}" if result.stopped else ""
     click.echo(f"trained {result.epochs_done} epochs ({result.steps_done} steps); "
-               f"best loss {best}", err=True)
+               f"best loss {best}{stopped}", err=True)
     click.echo(str(out))
 
 
@@ -366,16 +383,117 @@ class _Sink:
 
 @cli.command(context_settings=CONTEXT)
 @click.argument("run_dir", default=DEFAULT_RUN, type=click.Path(path_type=Path))
+@click.option("--corpus", type=click.Path(exists=True, dir_okay=False),
+              help="Held-out text to score (cleaned by the run's rules) [validation split].")
+@click.option("--order", type=click.IntRange(1, 12), default=6, show_default=True,
+              help="Order of the Kneser-Ney character n-gram baseline.")
+@click.option("--samples", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Also measure the novelty of N generated samples.")
+@click.option("--sample-chars", type=click.IntRange(min=20), default=500, show_default=True,
+              help="Characters per novelty sample.")
+@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Temperature of the novelty samples.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Seed for the novelty samples and reference passages.")
+@click.option("--train-corpus", multiple=True,
+              help="The training text, if it moved since training (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def evaluate(run_dir, corpus, order, samples, sample_chars, temperature, seed, train_corpus,
+             as_json):
+    """Held-out loss (nats/char, bits/char, perplexity) beside baselines, and novelty.
+
+    Baselines are fitted on the run's training text: the untrained model, a unigram model and a
+    Kneser-Ney character n-gram. With --samples, generated text is compared with held-out real
+    text: TF-IDF distance to the nearest training window, and the longest verbatim copy.
+
+    \b
+    textgen evaluate checkpoints/latest
+    textgen evaluate checkpoints/latest --samples 20 --temperature 0.8
+    textgen evaluate checkpoints/latest --corpus other-play.txt --order 5
+    """
+    from .evaluate import evaluate_run, format_result
+
+    result = evaluate_run(run_dir, corpus, order, samples, sample_chars, temperature, seed,
+                          list(train_corpus) or None)
+    click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+
+
+@cli.command("check-gradients", context_settings=CONTEXT)
+@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn", "all"]), default="all",
+              show_default=True, help="Cell type(s) to check.")
+@click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--units", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--tolerance", type=float, default=1e-6, show_default=True,
+              help="Largest relative error accepted (float64).")
+def check_gradients_cmd(cell, layers, units, seed, tolerance):
+    """Compare TensorFlow's gradients with numerical ones on a tiny float64 model.
+
+    Prints, per weight tensor, the largest relative error between the framework's gradient and
+    a central difference; exits 1 if any exceeds --tolerance.
+
+    \b
+    textgen check-gradients
+    textgen check-gradients --cell gru --units 8
+    """
+    from .config import ModelConfig
+    from .errors import TextgenError
+    from .gradcheck import check_gradients, format_rows
+
+    failed = False
+    for c in (["lstm", "gru", "rnn"] if cell == "all" else [cell]):
+        cfg = ModelConfig(cell=c, layers=layers, units=units, embedding_dim=4, dropout=0.0)
+        rows = check_gradients(cfg, seed=seed)
+        click.echo(f"{c}: {layers} x {units} units, float64, central differences\n"
+                   + format_rows(rows, tolerance) + "\n")
+        failed |= any(r.max_rel_error > tolerance for r in rows)
+    if failed:
+        raise TextgenError(f"some gradients differ from numerical ones by more than {tolerance}")
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", default=DEFAULT_RUN, type=click.Path(path_type=Path))
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=Path("loss.png"),
+              show_default=True, help="PNG file to write.")
+@click.option("--force", is_flag=True, help="Replace --output if it exists.")
+def plot(run_dir, output, force):
+    """Plot training and validation loss (and perplexity) against steps.
+
+    Needs matplotlib: pip install "textgen[plot]".
+
+    \b
+    textgen plot checkpoints/latest -o loss.png
+    """
+    from .plot import plot_run
+
+    if output.exists() and not force:
+        raise click.UsageError(f"{output} already exists; pass --force or choose another -o")
+    click.echo(str(plot_run(run_dir, output)))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", default=DEFAULT_RUN, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(run_dir, as_json):
+@click.option("--devices", is_flag=True,
+              help="Also report the devices TensorFlow sees and whether cuDNN applies "
+                   "(imports TensorFlow; RUN is optional then).")
+def info(run_dir, as_json, devices):
     """Summarise a run folder: config, vocabulary, parameters, progress, best loss.
 
     \b
     textgen info checkpoints/latest
+    textgen info --devices
     """
     from .runs import summarise
 
-    summary = summarise(run_dir)
+    summary = {}
+    if not devices or run_dir != Path(DEFAULT_RUN) or run_dir.exists():
+        summary = summarise(run_dir)
+    if devices:
+        from .devices import describe_devices
+
+        cell = summary.get("model", {}).get("cell")
+        summary["devices"] = describe_devices(cell)
     if as_json:
         click.echo(json.dumps(summary, indent=2, ensure_ascii=False))
         return

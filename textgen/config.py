@@ -17,6 +17,8 @@ from typing import Any
 from .errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
+STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("rmsprop", "adam", "adagrad", "sgd")
 
 
@@ -128,9 +130,29 @@ class TrainConfig:
     lr: float = 0.01  # learning rate
     clipnorm: float = 5.0  # gradient norm clipping, as char-rnn (0 disables)
     seed: int | None = None  # None: drawn at start and recorded in config.json
+    patience: int | None = None  # stop after this many epochs without a better val loss
+    max_minutes: float | None = None  # stop at the last epoch end that fits in this budget
+    sample_every: int = 1  # print and save samples every N epochs (0: never)
+    sample_chars: int = 200  # characters per sample during training
+    tensorboard: bool = False  # write TensorBoard logs to RUN/tensorboard
+    strategy: str = "auto"  # auto | one | mirrored | multiworker (tf.distribute)
+    precision: str = "float32"  # or mixed_float16 / mixed_bfloat16 (GPU only)
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
+        if self.patience is not None:
+            _positive("train.patience", self.patience)
+        if self.max_minutes is not None and not (self.max_minutes > 0):
+            raise ConfigError(f"train.max_minutes must be > 0, got {self.max_minutes}")
+        if self.sample_every < 0:
+            raise ConfigError("train.sample_every must be >= 0")
+        _positive("train.sample_chars", self.sample_chars)
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"train.strategy must be one of {', '.join(STRATEGIES)}, "
+                              f"got {self.strategy!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision!r}")
         if self.steps_per_epoch is not None:
             _positive("train.steps_per_epoch", self.steps_per_epoch)
         if self.optimizer not in OPTIMIZERS:

@@ -29,7 +29,10 @@ def build_model(cfg: ModelConfig, vocab_size: int):
         x = layer_cls(cfg.units, return_sequences=True, name=f"rnn_{i}")(x)
         if cfg.dropout > 0:
             x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
-    logits = keras.layers.Dense(vocab_size, name="logits")(x)
+    # Under a mixed-precision policy the logits stay float32, for a stable softmax/cross-entropy.
+    mixed = keras.config.dtype_policy().name.startswith("mixed")
+    logits = keras.layers.Dense(vocab_size, name="logits",
+                                dtype="float32" if mixed else None)(x)
     return keras.Model(inputs, logits, name="textgen")
 
 

@@ -211,37 +211,43 @@ class Generator:
         prime = self.default_prime() if req.prime is None else req.prime
         prime_ids = self.check_prime(prime)
         seed = secrets.randbelow(2**31) if req.seed is None else req.seed
-        rng = np.random.default_rng(seed)
-        net, n = self.network, req.n
+        texts = generate_texts(self.network, self.vocab, prime_ids, req, seed, on_text)
+        return [Sample(text=t, prime=prime, seed=seed, index=i) for i, t in enumerate(texts)]
 
-        state = net.initial_state(n)
-        for i in prime_ids:
-            logits, state = net.step(np.full(n, i, dtype=np.int64), state)
 
-        limit = req.chars if req.chars is not None else math.inf
-        out: list[list[str]] = [[] for _ in range(n)]
-        newlines = np.zeros(n, dtype=np.int64)
-        done = np.zeros(n, dtype=bool)
-        chars = self.vocab.chars
-        produced = 0
-        while not done.all() and produced < limit:
-            probs = probabilities(logits, req.temperature, req.top_k, req.top_p)
-            ids = choose(probs, rng)
-            produced += 1
-            for b in np.flatnonzero(~done):
-                ch = chars[ids[b]]
-                out[b].append(ch)
-                if on_text:
-                    on_text(int(b), ch)
-                if ch == "\n":
-                    newlines[b] += 1
-                    if req.lines is not None and newlines[b] >= req.lines:
-                        done[b] = True
-                if req.stop and ch == req.stop[-1] and "".join(out[b][-len(req.stop):]) == req.stop:
+def generate_texts(net: Network, vocab: Vocab, prime_ids: np.ndarray, req: SampleRequest,
+                   seed: int, on_text: Callable[[int, str], None] | None = None) -> list[str]:
+    """The generation loop: feed the prime, then draw one character per step per sample."""
+    rng = np.random.default_rng(seed)
+    n = req.n
+    state = net.initial_state(n)
+    for i in prime_ids:
+        logits, state = net.step(np.full(n, i, dtype=np.int64), state)
+
+    limit = req.chars if req.chars is not None else math.inf
+    out: list[list[str]] = [[] for _ in range(n)]
+    newlines = np.zeros(n, dtype=np.int64)
+    done = np.zeros(n, dtype=bool)
+    chars = vocab.chars
+    produced = 0
+    while not done.all() and produced < limit:
+        probs = probabilities(logits, req.temperature, req.top_k, req.top_p)
+        ids = choose(probs, rng)
+        produced += 1
+        for b in np.flatnonzero(~done):
+            ch = chars[ids[b]]
+            out[b].append(ch)
+            if on_text:
+                on_text(int(b), ch)
+            if ch == "\n":
+                newlines[b] += 1
+                if req.lines is not None and newlines[b] >= req.lines:
                     done[b] = True
-            if not done.all() and produced < limit:
-                logits, state = net.step(ids, state)
-        return [Sample(text="".join(o), prime=prime, seed=seed, index=i) for i, o in enumerate(out)]
+            if req.stop and ch == req.stop[-1] and "".join(out[b][-len(req.stop):]) == req.stop:
+                done[b] = True
+        if not done.all() and produced < limit:
+            logits, state = net.step(ids, state)
+    return ["".join(o) for o in out]
 
 
 def validate_request(req: SampleRequest) -> None:

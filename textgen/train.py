@@ -43,6 +43,12 @@ from .windows import steps_per_epoch
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TF import: hide C++ info banners
 
 LOG_FIELDS = ["epoch", "step", "loss", "val_loss", "bpc", "val_bpc", "lr", "seconds"]
+STEP_FIELDS = ["step", "epoch", "loss", "smooth_loss"]
+STEPS_FILE = "steps.csv"  # per-step training loss and its exponential smoothing
+SAMPLES_FILE = "samples.txt"
+INIT_WEIGHTS = "weights.init.h5"  # the untrained model, the baseline `evaluate` reports
+SMOOTHING = 0.99  # smooth_loss = 0.99 * smooth_loss + 0.01 * batch loss
+SAMPLE_TEMPERATURES = (0.2, 0.5, 1.0)
 PREV_LAST = "last.prev.h5"
 
 
@@ -72,6 +78,7 @@ class TrainResult:
     steps_done: int
     best_loss: float | None
     history: list[dict] = field(default_factory=list)
+    stopped: str | None = None  # why training ended before its last epoch, if it did
 
 
 def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
@@ -84,6 +91,12 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
 
 
 def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> TrainResult:
+    if config.train.tensorboard:
+        try:
+            import tensorboard  # noqa: F401 - TF's summaries need it
+        except ImportError:
+            raise TextgenError('--tensorboard needs TensorBoard: pip install '
+                               '"textgen[tensorboard]"') from None
     data = prepare(inputs, config)
     split = data.split
     if verbose != 0:
@@ -116,7 +129,7 @@ def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> Trai
 
 # What may change when resuming: how long to train. Everything else would make the resumed
 # run differ from the run it continues (model shape, data, order, optimizer).
-RESUMABLE_CHANGES = {("train", "epochs")}
+RESUMABLE_CHANGES = {("train", "epochs"), ("train", "strategy"), ("train", "precision")}
 
 
 def _check_compatible(run: runs.Run, config: Config, vocab: Vocab) -> None:
@@ -148,15 +161,23 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
          save_every: int | None, verbose: int | None, stop: StopFlag) -> TrainResult:
     import keras
 
-    from .model import build_model, compile_model
+    from .model import build_model, compile_model, get_named_weights
     from .windows import train_dataset, val_dataset
+
+    from .devices import adapt_to_strategy, make_strategy, set_precision
 
     seed = config.train.seed
     _set_determinism(seed)
-    model = build_model(config.model, len(vocab))
-    compile_model(model, config.train)
-    model.optimizer.build(model.trainable_variables)
+    set_precision(config.train.precision)
+    strategy = make_strategy(config.train.strategy)
+    with strategy.scope():
+        model = build_model(config.model, len(vocab))
+        compile_model(model, config.train)
+        model.optimizer.build(model.trainable_variables)
+    adapt_to_strategy(model, strategy)
 
+    if not resume:
+        runs.write_weights(out / INIT_WEIGHTS, get_named_weights(model, config.model))
     spe = steps_per_epoch(len(split.train_starts), config.window, config.train.steps_per_epoch)
     epochs = config.train.epochs
     start = Checkpoint(epoch=0, step=0, best=math.inf, seconds=0.0)
@@ -167,12 +188,17 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
 
     has_val = len(split.val) > 0
     val = val_dataset(split.val, config.window, split.val_starts) if has_val else None
+    shard = _shard_options(strategy)
+    if val is not None and shard is not None:
+        val = val.with_options(shard)
     plateau = _plateau_callback(monitor="val_loss" if has_val else "loss", factor=0.5,
                                 patience=2, verbose=0)
     plateau.best, plateau.wait, plateau.cooldown_counter = start.plateau
     saver = RunSaver(out, config, model, start, spe, save_every, has_val, plateau, stop)
     # The saver goes last so an epoch's checkpoint includes the plateau callback's LR change.
     callbacks = [plateau, saver]
+    if config.train.tensorboard:
+        callbacks.insert(0, keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
     if verbose is None:
         verbose = 1 if sys.stderr.isatty() else 2
 
@@ -194,6 +220,8 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
         for initial_epoch, end_epoch, steps, skip in phases:
             ds = train_dataset(split.train, config.window, seed, epochs, spe, skip=skip,
                                starts=split.train_starts)
+            if shard is not None:
+                ds = ds.with_options(shard)
             model.fit(ds, epochs=end_epoch, initial_epoch=initial_epoch, steps_per_epoch=steps,
                       validation_data=val, callbacks=callbacks, verbose=verbose,
                       shuffle=False)
@@ -207,7 +235,19 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
         )
     if stop.signum and saver.epoch < epochs:  # a signal after the last epoch changes nothing
         raise Interrupted(stop.signum, out)
-    return TrainResult(out, saver.epoch, saver.step, _finite(saver.best), saver.history)
+    return TrainResult(out, saver.epoch, saver.step, _finite(saver.best), saver.history,
+                       saver.stopped_because)
+
+
+def _shard_options(strategy):
+    """Across workers, split every global batch by elements (the data is in memory, not files)."""
+    import tensorflow as tf
+
+    if strategy.extended._in_multi_worker_mode():  # noqa: SLF001 - no public equivalent
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        return options
+    return None
 
 
 def _plateau_callback(**kwargs):
@@ -233,6 +273,8 @@ class Checkpoint:
     seconds: float  # training time so far
     plateau: tuple[float, int, int] = (math.inf, 0, 0)  # ReduceLROnPlateau best, wait, cooldown
     metrics: list[np.ndarray] | None = None  # running loss mean of an unfinished epoch
+    best_epoch: int = 0  # epoch of the best monitored loss (for --patience)
+    smooth: float = math.nan  # exponentially smoothed per-step training loss
 
 
 def save_last(out: Path, model, ckpt: Checkpoint) -> None:
@@ -242,7 +284,8 @@ def save_last(out: Path, model, ckpt: Checkpoint) -> None:
     extra.update({f"metrics/{i}": np.asarray(v) for i, v in enumerate(model.metrics_variables)})
     attrs = {"epoch": ckpt.epoch, "step": ckpt.step, "best": ckpt.best, "seconds": ckpt.seconds,
              "plateau_best": ckpt.plateau[0], "plateau_wait": ckpt.plateau[1],
-             "plateau_cooldown": ckpt.plateau[2]}
+             "plateau_cooldown": ckpt.plateau[2], "best_epoch": ckpt.best_epoch,
+             "smooth": ckpt.smooth}
     path = out / runs.LAST_WEIGHTS
     tmp = out / ".last.h5.new"
     runs.write_weights(tmp, {}, extra=extra, attrs=attrs)
@@ -272,7 +315,8 @@ def load_last(out: Path, model) -> Checkpoint:
         n_metrics = len([k for k in extra if k.startswith("metrics/")])
         metrics = [extra[f"metrics/{i}"] for i in range(n_metrics)]
         return Checkpoint(int(attrs["epoch"]), int(attrs["step"]), float(attrs["best"]),
-                          float(attrs["seconds"]), plateau, metrics)
+                          float(attrs["seconds"]), plateau, metrics, int(attrs["best_epoch"]),
+                          float(attrs["smooth"]))
     if errors:
         raise RunError(f"{out}: no readable checkpoint to resume from ({'; '.join(errors)})")
     raise RunError(f"{out}: no checkpoint to resume from yet (last.h5 missing)")
@@ -305,7 +349,10 @@ def _make_saver_class():
             self.out, self.config, self.spe = out, config, spe
             self.save_every, self.has_val = save_every, has_val
             self.epoch, self.step, self.best = start.epoch, start.step, start.best
+            self.best_epoch, self.smooth = start.best_epoch, start.smooth
             self.seconds = start.seconds
+            self.stopped_because: str | None = None
+            self._loss_seen = (0.0, 0.0)  # the loss metric's (total, count) after the last batch
             self._t0 = time.monotonic()
             self.diverged: str | None = None
             self.history: list[dict] = []
@@ -320,6 +367,25 @@ def _make_saver_class():
                 for var, value in zip(self._model_ref.metrics_variables, self._pending_metrics):
                     var.assign(value)
             self._pending_metrics = None
+            self._loss_seen = self._loss_totals()
+
+        def _loss_totals(self) -> tuple[float, float]:
+            total, count = self._model_ref.metrics_variables[:2]  # the loss Mean's state
+            return float(np.asarray(total)), float(np.asarray(count))
+
+        def _record_step(self) -> None:
+            """This batch's own loss (from the running mean's state) and its smoothed value."""
+            total, count = self._loss_totals()
+            seen_total, seen_count = self._loss_seen
+            self._loss_seen = (total, count)
+            if count <= seen_count:
+                return
+            batch_loss = (total - seen_total) / (count - seen_count)
+            self.smooth = (batch_loss if math.isnan(self.smooth)
+                           else SMOOTHING * self.smooth + (1 - SMOOTHING) * batch_loss)
+            self.step_rows.append({"step": self.step, "epoch": self.epoch + 1,
+                                   "loss": round(batch_loss, 5),
+                                   "smooth_loss": round(self.smooth, 5)})
 
         def _elapsed(self) -> float:
             return self.seconds + (time.monotonic() - self._t0)
@@ -327,14 +393,21 @@ def _make_saver_class():
         def _ckpt(self) -> Checkpoint:
             p = self.plateau
             return Checkpoint(self.epoch, self.step, self.best, self._elapsed(),
-                              (float(p.best), int(p.wait), int(p.cooldown_counter)))
+                              (float(p.best), int(p.wait), int(p.cooldown_counter)),
+                              best_epoch=self.best_epoch, smooth=self.smooth)
+
+        def _save_last(self) -> None:
+            write_csv(self.out / STEPS_FILE, STEP_FIELDS, self.step_rows)
+            save_last(self.out, self._model_ref, self._ckpt())
 
         def _trim_log(self) -> None:
-            """Drop log rows from epochs the checkpoint does not include (they will be redone)."""
+            """Drop log rows the checkpoint does not include (that training will be redone)."""
             rows = read_log(self.out)
             kept = [r for r in rows if int(r["epoch"]) <= self.epoch]
             if len(kept) != len(rows):
                 write_log(self.out, kept)
+            rows = read_csv(self.out / STEPS_FILE)
+            self.step_rows = [r for r in rows if int(r["step"]) <= self.step]
 
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
@@ -343,6 +416,7 @@ def _make_saver_class():
                 self.model.stop_training = True
                 return
             self.step += 1
+            self._record_step()
             if self.stop.signum:
                 self.model.stop_training = True
             # At an epoch's last batch, on_epoch_end saves right after (with validation and the
@@ -350,7 +424,7 @@ def _make_saver_class():
             if self.step % self.spe == 0:
                 return
             if self.stop.signum or (self.save_every and self.step % self.save_every == 0):
-                save_last(self.out, self._model_ref, self._ckpt())
+                self._save_last()
 
         def on_epoch_end(self, epoch, logs=None):
             if self.diverged:
@@ -369,14 +443,20 @@ def _make_saver_class():
             }
             self.history.append(row)
             write_log(self.out, read_log(self.out) + [row])
+            named = get_named_weights(self._model_ref, self.config.model)
             if monitored is not None and math.isfinite(monitored) and monitored < self.best:
                 self.best = float(monitored)
-                named = get_named_weights(self._model_ref, self.config.model)
+                self.best_epoch = self.epoch
                 runs.write_weights(self.out / runs.BEST_WEIGHTS, named,
                                    attrs={"epoch": self.epoch, "step": self.step,
                                           "loss": self.best})
-            save_last(self.out, self._model_ref, self._ckpt())
+            self._maybe_stop()
+            self._save_last()
+            tc = self.config.train
+            if tc.sample_every and self.epoch % tc.sample_every == 0:
+                write_samples(self.out, self.config, named, self.epoch, self.step)
             runs.write_json(self.out / runs.STATE_FILE, {
+                "stopped": self.stopped_because,
                 "epochs_done": self.epoch, "steps_done": self.step,
                 "epochs_planned": self.config.train.epochs, "steps_per_epoch": self.spe,
                 "best_loss": _finite(self.best),
@@ -384,7 +464,40 @@ def _make_saver_class():
                 "seconds": round(self._elapsed(), 1),
             })
 
+        def _maybe_stop(self) -> None:
+            """Early stopping (--patience) and the time budget (--max-minutes)."""
+            tc = self.config.train
+            if tc.patience and self.epoch - self.best_epoch >= tc.patience:
+                self.stopped_because = (f"early stopping: no better loss for {tc.patience} "
+                                        f"epochs (best at epoch {self.best_epoch})")
+            elif tc.max_minutes and self.epoch:
+                per_epoch = self._elapsed() / self.epoch
+                if self._elapsed() + per_epoch > tc.max_minutes * 60:
+                    self.stopped_because = (f"time budget: {tc.max_minutes:g} minutes would "
+                                            "be exceeded by another epoch")
+            if self.stopped_because:
+                self.model.stop_training = True
+
     return _RunSaver
+
+
+def write_samples(out: Path, config: Config, named: dict, epoch: int, step: int) -> None:
+    """Samples at a few temperatures from the current weights: to stderr and samples.txt."""
+    from .sample import Network, SampleRequest, generate_texts
+
+    vocab = Vocab.load(out / runs.VOCAB_FILE)
+    net = Network(config.model, named)
+    blocks = [f"===== epoch {epoch}, step {step}"]
+    for t in SAMPLE_TEMPERATURES:
+        req = SampleRequest(chars=config.train.sample_chars, temperature=t, seed=epoch)
+        prime = vocab.encode("\n" if "\n" in vocab else vocab.chars[0])
+        text = generate_texts(net, vocab, prime, req, seed=epoch)[0]
+        blocks.append(f"----- temperature {t}\n{text}")
+    block = "\n".join(blocks) + "\n"
+    print(block, file=sys.stderr, end="")
+    path = out / SAMPLES_FILE
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    runs.write_text(path, previous + block)
 
 
 def RunSaver(*args, **kwargs):  # a factory, so that importing this module needs no Keras
@@ -399,21 +512,28 @@ def _bpc(nats):
     return None if nats is None else float(nats) / math.log(2)
 
 
-def read_log(out: Path) -> list[dict]:
-    path = out / runs.LOG_FILE
+def read_csv(path: Path) -> list[dict]:
     if not path.exists():
         return []
     with path.open(newline="", encoding="utf-8") as f:
         return list(csv.DictReader(f))
 
 
-def write_log(out: Path, rows: list[dict]) -> None:
+def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in LOG_FIELDS})
-    runs.write_text(out / runs.LOG_FILE, buf.getvalue())
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
+    runs.write_text(path, buf.getvalue())
+
+
+def read_log(out: Path) -> list[dict]:
+    return read_csv(out / runs.LOG_FILE)
+
+
+def write_log(out: Path, rows: list[dict]) -> None:
+    write_csv(out / runs.LOG_FILE, LOG_FIELDS, rows)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,76 @@
+"""Quality benchmark: train configs/best-cpu.toml on tinyshakespeare for fixed time budgets.
+
+    python bench/quality.py                   # 5 and 60 minutes (about 70 minutes in all)
+    python bench/quality.py --minutes 5
+
+For each budget: ``textgen train corpora/tinyshakespeare.txt --config configs/best-cpu.toml
+--max-minutes M`` (training stops at the last epoch end that fits in M minutes of training
+time), then ``textgen evaluate`` on the run's validation split, the last 10% of the file,
+beside the 6-gram Kneser-Ney baseline fitted on the other 90%. Prints a Markdown table and
+saves each run's loss plot as bench/results/quality-<M>min.png when matplotlib is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {5: "<= 1.65", 60: "< 6-gram KN"}
+
+
+def textgen(*args, cwd) -> str:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    out = subprocess.run([sys.executable, "-m", "textgen", *map(str, args)], cwd=cwd, env=env,
+                         check=True, stdout=subprocess.PIPE, text=True)
+    return out.stdout
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, nargs="+", default=[5, 60])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    rows = []
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for minutes in args.minutes:
+            run = Path(tmp) / f"run-{minutes:g}"
+            t = time.perf_counter()
+            textgen("train", ROOT / "corpora" / "tinyshakespeare.txt", "--config",
+                    ROOT / "configs" / "best-cpu.toml", "--max-minutes", minutes,
+                    "--out", run, "--seed", args.seed, "--sample-every", 0, cwd=tmp)
+            wall = time.perf_counter() - t
+            state = json.loads((run / "state.json").read_text())
+            result = json.loads(textgen("evaluate", run, "--json", cwd=tmp))
+            models = {m["model"]: m["nats_per_char"] for m in result["models"]}
+            try:
+                textgen("plot", run, "-o", results / f"quality-{minutes:g}min.png", "--force",
+                    cwd=tmp)
+            except subprocess.CalledProcessError:
+                pass  # matplotlib missing: the table still stands
+            rows.append((minutes, state, wall, models))
+            print(f"done {minutes:g} min: {models}", file=sys.stderr, flush=True)
+    print(f"tinyshakespeare, validation = last 10% of the file; configs/best-cpu.toml; "
+          f"{os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d')}\n")
+    print("| budget | training time | epochs (steps) | val nats/char | 6-gram KN | untrained "
+          "| target |")
+    print("|---|---|---|---|---|---|---|")
+    for minutes, state, wall, models in rows:
+        kn = models["6-gram Kneser-Ney"]
+        print(f"| {minutes:g} min | {state['seconds'] / 60:.1f} min ({wall / 60:.1f} min wall) | "
+              f"{state['epochs_done']} ({state['steps_done']:,}) | "
+              f"{models['textgen model (weights.h5)']:.4f} | {kn:.4f} | "
+              f"{models.get('untrained model', float('nan')):.4f} | "
+              f"{TARGETS.get(int(minutes), '')} |")
+
+
+if __name__ == "__main__":
+    main()

