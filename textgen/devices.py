@@ -98,6 +98,21 @@ def describe_devices(cell: str | None = None) -> dict:
     return info
 
 
+def _multi_worker(strategy) -> bool:
+    return strategy.extended._in_multi_worker_mode()  # noqa: SLF001 - no public equivalent
+
+
+def shard_options(strategy):
+    """Across workers, split every global batch by elements (the data is in memory, not files)."""
+    import tensorflow as tf
+
+    if not _multi_worker(strategy):
+        return None
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return options
+
+
 def adapt_to_strategy(model, strategy) -> None:
     """Work around two Keras 3 problems with tf.distribute (keras-team/keras#20585).
 
@@ -122,7 +137,7 @@ def adapt_to_strategy(model, strategy) -> None:
             self._symbolic_build(data_batch=(dummy, dummy))
 
     model._maybe_symbolic_build = types.MethodType(symbolic_build, model)
-    if strategy.extended._in_multi_worker_mode():  # noqa: SLF001 - no public equivalent
+    if _multi_worker(strategy):
 
         def vectorised(step):
             def run(data):

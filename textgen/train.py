@@ -10,11 +10,16 @@ then fits the model with callbacks that keep the folder current:
   ``last.prev.h5`` and used if the newest cannot be read.
 * ``weights.h5`` when validation loss improves (training loss without a validation split). The
   best value is restored on resume, so a restart never replaces a better model by a worse one.
-* ``log.csv`` and ``state.json`` every epoch.
+* ``log.csv`` and ``state.json`` every epoch, ``steps.csv`` (per-step and smoothed loss) with
+  every checkpoint, ``samples.txt`` every ``sample_every`` epochs, and ``weights.init.h5`` (the
+  untrained model, a baseline for ``evaluate``) once at the start.
 
+Training ends after ``epochs``, or earlier at an epoch end by ``patience`` (no better loss for
+that many epochs) or ``max_minutes`` (another epoch would not fit in the budget).
 SIGTERM and SIGINT stop at the next batch boundary after saving ``last.h5``; ``train`` then
 raises ``Interrupted`` (exit 143 / 130) so a script can run the same command again to resume.
-A NaN or infinite loss stops training without saving: the last good checkpoints stay untouched.
+A NaN, infinite or exploding loss stops training without saving: the last good checkpoints stay
+untouched.
 """
 
 from __future__ import annotations
@@ -127,9 +132,12 @@ def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> Trai
                 verbose=verbose, stop=stop)
 
 
-# What may change when resuming: how long to train. Everything else would make the resumed
-# run differ from the run it continues (model shape, data, order, optimizer).
-RESUMABLE_CHANGES = {("train", "epochs"), ("train", "strategy"), ("train", "precision")}
+# What may change when resuming: when to stop, what to log, and which devices compute.
+# Everything else would make the resumed run differ from the run it continues (model shape,
+# data, order, optimizer).
+RESUMABLE_CHANGES = {("train", key) for key in (
+    "epochs", "patience", "max_minutes", "sample_every", "sample_chars", "tensorboard",
+    "strategy", "precision")}
 
 
 def _check_compatible(run: runs.Run, config: Config, vocab: Vocab) -> None:
@@ -161,10 +169,9 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
          save_every: int | None, verbose: int | None, stop: StopFlag) -> TrainResult:
     import keras
 
+    from .devices import adapt_to_strategy, make_strategy, set_precision, shard_options
     from .model import build_model, compile_model, get_named_weights
     from .windows import train_dataset, val_dataset
-
-    from .devices import adapt_to_strategy, make_strategy, set_precision
 
     seed = config.train.seed
     _set_determinism(seed)
@@ -188,7 +195,7 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
 
     has_val = len(split.val) > 0
     val = val_dataset(split.val, config.window, split.val_starts) if has_val else None
-    shard = _shard_options(strategy)
+    shard = shard_options(strategy)
     if val is not None and shard is not None:
         val = val.with_options(shard)
     plateau = _plateau_callback(monitor="val_loss" if has_val else "loss", factor=0.5,
@@ -237,17 +244,6 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
         raise Interrupted(stop.signum, out)
     return TrainResult(out, saver.epoch, saver.step, _finite(saver.best), saver.history,
                        saver.stopped_because)
-
-
-def _shard_options(strategy):
-    """Across workers, split every global batch by elements (the data is in memory, not files)."""
-    import tensorflow as tf
-
-    if strategy.extended._in_multi_worker_mode():  # noqa: SLF001 - no public equivalent
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        return options
-    return None
 
 
 def _plateau_callback(**kwargs):

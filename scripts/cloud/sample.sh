@@ -29,13 +29,8 @@ if [[ $# -lt 1 ]]; then
 fi
 run_dir="$1"
 shift
-if [[ -n "${TEXTGEN:-}" ]]; then
-  read -r -a textgen <<<"$TEXTGEN"
-elif [[ -x .venv/bin/textgen ]]; then
-  textgen=(.venv/bin/textgen)
-else
-  textgen=(textgen)
-fi
+# shellcheck source=scripts/cloud/common.sh
+source "$(dirname "$0")/common.sh"
 args=("$@")
 if [[ ${#args[@]} -eq 0 ]]; then
   args=(--chars 500 --temperature 0.5)

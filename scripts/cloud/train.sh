@@ -49,13 +49,8 @@ corpus="$1"
 run_dir="$2"
 shift 2
 
-if [[ -n "${TEXTGEN:-}" ]]; then
-  read -r -a textgen <<<"$TEXTGEN"
-elif [[ -x .venv/bin/textgen ]]; then
-  textgen=(.venv/bin/textgen)
-else
-  textgen=(textgen)
-fi
+# shellcheck source=scripts/cloud/common.sh
+source "$(dirname "$0")/common.sh"
 read -r -a sync_cmd <<<"${TEXTGEN_SYNC_CMD:-rsync -a}"
 sync_dest="${TEXTGEN_SYNC_DEST:-}"
 sync_every="${TEXTGEN_SYNC_EVERY:-600}"
