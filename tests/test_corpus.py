@@ -75,3 +75,8 @@ def test_cli_too_short_corpus(tmp_path):
     result = invoke(["train", short, "--out", tmp_path / "run", "--window", "40"])
     assert result.exit_code == 1
     assert "too short for --window 40" in result.output
+
+
+def test_unknown_encoding_is_a_config_error(tiny_corpus, tmp_path):
+    result = invoke(["train", tiny_corpus, "--encoding", "klingon-8", "--out", tmp_path / "r"])
+    assert result.exit_code == 1 and "unknown encoding 'klingon-8'" in result.output

@@ -183,3 +183,17 @@ def test_diverging_loss_stops_with_clear_error(tiny_corpus, tmp_path):
     assert result.exit_code == 3
     assert "loss became" in result.output and "diverged" in result.output
     assert not (out / "weights.h5").exists()  # nothing from the diverged run was saved as best
+
+
+@pytest.mark.slow
+def test_sigint_saves_and_exits_130(tiny_corpus, tmp_path):
+    out = tmp_path / "run"
+    proc = _spawn(["train", tiny_corpus, "--out", out, *RESUME_FLAGS, "--epochs", "50",
+                   "--save-every", "1"], tmp_path)
+    step = _wait_for_step(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "stopped by SIGINT" in err
+    _, _, attrs = runs.read_weights(out / runs.LAST_WEIGHTS)
+    assert attrs["step"] > step  # saved at the batch boundary after the signal

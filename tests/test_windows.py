@@ -3,8 +3,7 @@ import pytest
 
 from textgen.config import WindowConfig
 from textgen.errors import CorpusError
-from textgen.windows import (count_windows, split_ids, steps_per_epoch, train_dataset,
-                             val_dataset, window_starts)
+from textgen.windows import split_ids, steps_per_epoch, train_dataset, val_dataset, window_starts
 
 
 def _batches(ds):
@@ -23,8 +22,8 @@ def test_targets_are_inputs_shifted_by_one():
 def test_every_window_once_per_epoch_and_reshuffled():
     ids = np.arange(100, dtype=np.uint8)
     cfg = WindowConfig(window=5, step=2, batch_size=8, val_split=0.0)
-    n = count_windows(len(ids), 5, 2)
-    spe = steps_per_epoch(count_windows(len(ids), 5, 2), cfg, None)
+    n = len(window_starts(len(ids), 5, 2))
+    spe = steps_per_epoch(n, cfg, None)
     batches = _batches(train_dataset(ids, cfg, seed=3, epochs=2, steps=spe))
     first = np.concatenate([x[:, 0] for x, _ in batches[:spe]])
     second = np.concatenate([x[:, 0] for x, _ in batches[spe:]])

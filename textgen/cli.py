@@ -299,7 +299,7 @@ def sample(run_dir, chars, lines, temperatures, top_k, top_p, prime, prime_file,
         streaming = stream and fmt == "text"
         if streaming:
             if show_headers:
-                sink.write(_header(req, 0, gen))
+                sink.write(_header(req, 0))
             if req.prime is not None:
                 sink.write(req.prime)
         try:
@@ -316,12 +316,12 @@ def sample(run_dir, chars, lines, temperatures, top_k, top_p, prime, prime_file,
                 sink.write("\n")
             else:
                 if show_headers:
-                    sink.write(_header(req, s.index, gen))
+                    sink.write(_header(req, s.index))
                 sink.write((req.prime or "") + s.text + "\n")
     sink.close()
 
 
-def _header(req, index, gen) -> str:
+def _header(req, index) -> str:
     return f"----- temperature {req.temperature:g}, sample {index + 1} of {req.n}\n"
 
 

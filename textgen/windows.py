@@ -84,10 +84,6 @@ def window_starts(n_ids: int, window: int, step: int,
     return np.concatenate(parts) if parts else np.zeros(0, dtype)
 
 
-def count_windows(n_ids: int, window: int, step: int) -> int:
-    return len(range(0, max(n_ids - window, 0), step))
-
-
 def steps_per_epoch(n_windows: int, cfg: WindowConfig, cap: int | None) -> int:
     steps = math.ceil(n_windows / cfg.batch_size)
     return min(steps, cap) if cap else steps
