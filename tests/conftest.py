@@ -34,6 +34,17 @@ def _private_cache(tmp_path_factory):
     os.environ["TEXTGEN_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _own_working_directory(tmp_path_factory):
+    """Tests run in a folder of their own (session-wide, so module fixtures too): the
+    developer's checkpoints/latest, or anything written relative to the working directory, is
+    never touched."""
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(previous)
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"

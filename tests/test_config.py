@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +20,8 @@ def test_defaults_are_the_design_card():
 def test_default_toml_matches_builtin_defaults():
     from textgen.config import load_toml
 
-    assert merge(Config(), load_toml("configs/default.toml"), "default.toml") == Config()
+    default = Path(__file__).resolve().parents[1] / "configs" / "default.toml"
+    assert merge(Config(), load_toml(default), "default.toml") == Config()
 
 
 def test_precedence_default_toml_flag(tmp_path):
