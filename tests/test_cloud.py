@@ -93,6 +93,19 @@ exit 0
     assert "stopped (exit 143), resuming" in result.stderr
 
 
+@pytest.mark.slow
+def test_train_script_with_real_textgen(tiny_corpus, tmp_path):
+    run = tmp_path / "run"
+    textgen = f"{sys.executable} -m textgen"
+    result = _script("train.sh", tiny_corpus, run, *TINY_FLAGS, "--sample-every", "0",
+                     env={"TEXTGEN": textgen, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr + (run / "train.log").read_text()
+    assert "training complete" in result.stderr
+    assert (run / "weights.h5").exists() and "trained 2 epochs" in (run / "train.log").read_text()
+    sample = _script("sample.sh", run, "--chars", "20", "--seed", "1", env={"TEXTGEN": textgen})
+    assert sample.returncode == 0 and len(sample.stdout) == 21
+
+
 def test_sample_dry_run():
     result = _script("sample.sh", "--dry-run", "runs/x", env={"TEXTGEN": "textgen"})
     assert result.stdout.strip() == ("would run: CUDA_VISIBLE_DEVICES= textgen sample --run "

@@ -51,6 +51,7 @@ LAST_WEIGHTS = "last.h5"
 STATE_FILE = "state.json"
 LOG_FILE = "log.csv"
 CORPUS_REPORT = "corpus.json"
+SCRIPT_LOG = "train.log"  # scripts/cloud/train.sh appends textgen's output here
 PRIME_TEXT = "prime-text.txt"  # a slice of the training text, for --prime random
 PRIME_TEXT_CHARS = 100_000
 
@@ -218,7 +219,11 @@ def is_run(path: Path) -> bool:
 
 
 def prepare_new_run(path: Path) -> None:
-    """Create an empty run folder, refusing to touch anything already there."""
+    """Create an empty run folder, refusing to touch anything already there.
+
+    A folder holding only ``train.log`` counts as empty: scripts/cloud/train.sh creates it
+    before the first attempt.
+    """
     if path.exists() and not path.is_dir():
         raise RunError(f"{path}: --out points at a file; give a folder path")
     if path.is_dir():
@@ -226,7 +231,7 @@ def prepare_new_run(path: Path) -> None:
             raise RunError(
                 f"{path}: already holds a run; pass --resume to continue it, or choose another --out"
             )
-        if any(path.iterdir()):
+        if any(p.name != SCRIPT_LOG for p in path.iterdir()):
             raise RunError(f"{path}: folder is not empty; choose a new or empty --out folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
