@@ -126,4 +126,4 @@ def val_dataset(ids: np.ndarray, cfg: WindowConfig, starts: np.ndarray | None = 
         starts = window_starts(len(ids), cfg.window, cfg.window)
     ids_t = tf.constant(ids)
     ds = tf.data.Dataset.from_tensor_slices(starts).batch(cfg.batch_size)
-    return ds.map(lambda s: _gather(ids_t, s, cfg.window)).cache().prefetch(tf.data.AUTOTUNE)
+    return ds.map(lambda s: _gather(ids_t, s, cfg.window)).prefetch(tf.data.AUTOTUNE)
