@@ -10,6 +10,9 @@ the validation split) and scored on the same characters:
 * an interpolated Kneser-Ney character n-gram model (default order 6), discounts
   D = n1 / (n1 + 2 n2) per order, interpolated down to a uniform distribution.
 
+On corpora over 5 million characters the baselines (and the novelty index) are fitted on the
+last 5 million training characters, which the output says.
+
 Novelty (``--samples N``): for each generated sample, the TF-IDF (word) cosine distance to its
 nearest training window of the same length, and the longest span copied verbatim from the
 training text; the same two numbers for held-out real text of the same length are the
@@ -28,6 +31,7 @@ import numpy as np
 from .sample import Network
 
 STREAMS = 32
+BASELINE_CHARS = 5_000_000  # baselines and novelty use at most this much training text (its end)
 
 
 def heldout_loss(net: Network, ids: np.ndarray, streams: int = STREAMS) -> float:
@@ -205,7 +209,9 @@ def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: in
     gen = Generator(runs.open_run(run_dir))
     run, vocab = gen.run, gen.vocab
     split = training_data(run, train_corpus)
-    train_ids = split.train
+    # The n-gram tables are Python dicts: bound them on big corpora by fitting on the end of
+    # the training text, the part next to the validation split.
+    train_ids = split.train[-BASELINE_CHARS:]
     if corpus is None:
         test_ids, source = split.val, f"the run's validation split ({len(split.val):,} chars)"
         if len(test_ids) < 2:
@@ -233,8 +239,11 @@ def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: in
     kn = KneserNey(train_text, order, vocab_size=len(vocab))
     # Like the model's streams, the n-gram sees no context before the held-out text's start.
     rows.append((f"{order}-gram Kneser-Ney", kn.loss(test_text[1:], context=test_text[:1])))
+    fitted = (f"baselines fitted on the last {len(train_ids):,} of {len(split.train):,} "
+              "training chars" if len(train_ids) < len(split.train) else
+              f"baselines fitted on the {len(train_ids):,} training chars")
     result = {
-        "run": str(run.path), "heldout": source,
+        "run": str(run.path), "heldout": source, "baselines": fitted,
         "models": [{"model": name, "nats_per_char": loss, "bits_per_char": loss / math.log(2),
                     "perplexity": math.exp(loss)} for name, loss in rows],
     }
@@ -260,7 +269,7 @@ def _novelty_summary(measures: list[Novelty]) -> dict:
 
 
 def format_result(result: dict) -> str:
-    lines = [f"held-out text: {result['heldout']}", "",
+    lines = [f"held-out text: {result['heldout']}; {result['baselines']}", "",
              f"{'model':<28} {'nats/char':>10} {'bits/char':>10} {'perplexity':>11}"]
     for row in result["models"]:
         lines.append(f"{row['model']:<28} {row['nats_per_char']:>10.4f} "
