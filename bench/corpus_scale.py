@@ -30,7 +30,7 @@ from textgen.data import prepare
 t = time.perf_counter()
 p = prepare([sys.argv[1]], Config())
 print(json.dumps({"seconds": time.perf_counter() - t, "cached": p.cached,
-                  "ids": int(len(p.ids)), "windows": int(len(p.split.train_starts)),
+                  "ids": int(len(p.ids)), "windows": p.split.n_train_windows,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

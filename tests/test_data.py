@@ -26,7 +26,7 @@ def test_second_prepare_uses_the_cache(tmp_path, monkeypatch):
     assert not cold.cached and warm.cached
     assert np.array_equal(cold.ids, warm.ids) and cold.vocab == warm.vocab
     assert cold.report == warm.report
-    assert np.array_equal(cold.split.train_starts, warm.split.train_starts)
+    assert cold.split.n_train_windows == warm.split.n_train_windows > 0
     assert len(list(cache_dir().iterdir())) == 1
 
     # Different rules or different content: a different entry.

@@ -57,7 +57,7 @@ def test_validation_is_the_tail_and_never_overlaps_training():
     np.testing.assert_array_equal(np.concatenate([split.train, split.val]), ids)
     train_positions = set()
     positions = np.arange(1000)
-    spe = steps_per_epoch(len(split.train_starts), cfg, None)
+    spe = steps_per_epoch(split.n_train_windows, cfg, None)
     for x, y in _batches(train_dataset(positions[:900], cfg, seed=0, epochs=1, steps=spe)):
         train_positions.update(np.concatenate([x.ravel(), y.ravel()]).tolist())
     assert max(train_positions) < 900  # no training input or target from the validation tail

@@ -107,7 +107,7 @@ def prepare(inputs: list[str], config: Config, keep_text: bool = False,
         split = None
         windows = {"train": 0, "val": 0, "problem": str(e)}
     else:
-        windows = {"train": len(split.train_starts), "val": len(split.val_starts)}
+        windows = {"train": split.n_train_windows, "val": len(split.val_starts)}
     report = {k: v for k, v in report.items() if k != "doc_lengths"}
     report["windows"] = windows
     report["estimated_training_memory_mb"] = round(

@@ -185,7 +185,7 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
 
     if not resume:
         runs.write_weights(out / INIT_WEIGHTS, get_named_weights(model, config.model))
-    spe = steps_per_epoch(len(split.train_starts), config.window, config.train.steps_per_epoch)
+    spe = steps_per_epoch(split.n_train_windows, config.window, config.train.steps_per_epoch)
     epochs = config.train.epochs
     start = Checkpoint(epoch=0, step=0, best=math.inf, seconds=0.0)
     if resume:

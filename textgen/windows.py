@@ -8,9 +8,10 @@ Windows are gathered from the id array inside the graph, batch by batch; nothing
 The validation split is the last ``val_split`` of the ids; training windows only use ids before
 it, so no training target is ever a validation character.
 
-The training order is a pure function of (seed, epoch): epoch ``e`` visits the window starts in
-``stateless_shuffle(starts, seed=(seed, e))`` order. A run resumed at global step ``k`` skips the
-first ``k`` batches of index arithmetic (cheap) and sees exactly the batches it would have seen.
+The training order is a pure function of (seed, epoch): epoch ``e`` visits the windows in the
+order of the stateless permutation ``index_shuffle(seed=(seed, e))``, computed batch by batch.
+A run resumed at global step ``k`` skips the first ``k`` (epoch, batch) pairs (no data is
+touched) and sees exactly the batches it would have seen.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from .errors import CorpusError
 class Split:
     train: np.ndarray
     val: np.ndarray  # empty when val_split == 0
-    train_starts: np.ndarray  # window start offsets into ``train``
+    n_train_windows: int
+    # Window start offsets into ``train``; None when they are simply 0, step, 2*step, ... (windows
+    # may cross documents): then the pipeline makes them in the graph instead of holding 4 bytes
+    # per window (120 MB for 100 MB of text) and copies of them.
+    train_starts: np.ndarray | None
     val_starts: np.ndarray  # non-overlapping window starts into ``val``
 
 
@@ -55,16 +60,21 @@ def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus",
             f"window of {cfg.window} + 1; use a longer corpus or a smaller --window"
         )
     n_train = len(train)
-    train_starts = window_starts(n_train, cfg.window, cfg.step, bounds, 0)
+    if bounds is None:
+        train_starts, n_windows = None, len(range(0, max(n_train - cfg.window, 0), cfg.step))
+    else:
+        train_starts = window_starts(n_train, cfg.window, cfg.step, bounds, 0)
+        n_windows = len(train_starts)
     val_starts = window_starts(n_val, cfg.window, cfg.window, bounds, n_train)
-    if len(train_starts) == 0:
+    if n_windows == 0:
         raise CorpusError(f"{source}: no training document is longer than --window "
                           f"{cfg.window}; use a smaller --window or allow windows across "
                           "documents")
     if n_val and len(val_starts) == 0:
         raise CorpusError(f"{source}: the validation split holds no document longer than "
                           f"--window {cfg.window}; use a larger --val-split or smaller --window")
-    return Split(train=train, val=ids[n_train:], train_starts=train_starts, val_starts=val_starts)
+    return Split(train=train, val=ids[n_train:], n_train_windows=n_windows,
+                 train_starts=train_starts, val_starts=val_starts)
 
 
 def window_starts(n_ids: int, window: int, step: int,
@@ -89,32 +99,61 @@ def steps_per_epoch(n_windows: int, cfg: WindowConfig, cap: int | None) -> int:
     return min(steps, cap) if cap else steps
 
 
-def _gather(ids_t, starts, window: int):
+def _gather(ids_v, starts, window: int):
     import tensorflow as tf
 
     positions = tf.cast(starts, tf.int64)[:, None] + tf.range(window + 1, dtype=tf.int64)[None, :]
-    seq = tf.cast(tf.gather(ids_t, positions), tf.int32)
+    seq = tf.cast(tf.gather(ids_v, positions), tf.int32)
     return seq[:, :-1], seq[:, 1:]
+
+
+def _held(array: np.ndarray):
+    """A tf.Variable holding ``array``: pipelines capture its handle, not a copy of the data
+    (a captured constant is copied into the dataset graph, twice over for 100 MB of ids)."""
+    import tensorflow as tf
+
+    return tf.Variable(array, trainable=False, name="ids")
 
 
 def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
                   steps: int, skip: int = 0, starts: np.ndarray | None = None):
-    """Batches for ``epochs`` epochs of ``steps`` steps each, reshuffled per epoch, after ``skip``."""
+    """Batches for ``epochs`` epochs of ``steps`` steps each, reshuffled per epoch, after ``skip``.
+
+    ``starts=None`` means every ``cfg.step``-th offset. Epoch ``e`` visits the windows in the
+    order of ``index_shuffle`` with seed (seed, e): a pseudorandom permutation computed batch by
+    batch, so no array of windows (4 bytes per window, 120 MB for 100 MB of text) or of its
+    shuffled copy is ever made, and skipping to a step costs nothing.
+    """
     import tensorflow as tf
 
+    ids_v = _held(ids)
     if starts is None:
-        starts = window_starts(len(ids), cfg.window, cfg.step)
-    starts = tf.constant(starts)
-    ids_t = tf.constant(ids)
+        n = len(range(0, max(len(ids) - cfg.window, 0), cfg.step))
 
-    def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(
-            starts, seed=tf.stack([tf.constant(seed, tf.int64), epoch])
-        )  # int32 or int64, as window_starts made them
-        return tf.data.Dataset.from_tensor_slices(order).batch(cfg.batch_size).take(steps)
+        def window_start(i):
+            return i * cfg.step
+    else:
+        n = len(starts)
+        starts_v = _held(starts)
 
-    ds = tf.data.Dataset.range(epochs).flat_map(one_epoch).skip(skip)
-    ds = ds.map(lambda s: _gather(ids_t, s, cfg.window), num_parallel_calls=tf.data.AUTOTUNE)
+        def window_start(i):
+            return tf.cast(tf.gather(starts_v, i), tf.int64)
+
+    batch = cfg.batch_size
+    per_epoch = min(steps, -(-n // batch))  # batches of one pass, capped at steps
+    seed_t = tf.constant(seed, tf.int64)
+
+    def batch_starts(epoch, b):
+        first = b * batch
+        index = tf.range(first, tf.minimum(first + batch, n), dtype=tf.int64)
+        order = tf.random.experimental.index_shuffle(
+            index, seed=tf.stack([seed_t, epoch]), max_index=n - 1)
+        return window_start(order)
+
+    ds = tf.data.Dataset.range(epochs).flat_map(
+        lambda e: tf.data.Dataset.range(per_epoch).map(lambda b: (e, b)))
+    ds = ds.skip(skip).map(batch_starts)
+    ds = ds.map(lambda s: _gather(ids_v, s, cfg.window), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -124,6 +163,6 @@ def val_dataset(ids: np.ndarray, cfg: WindowConfig, starts: np.ndarray | None = 
 
     if starts is None:
         starts = window_starts(len(ids), cfg.window, cfg.window)
-    ids_t = tf.constant(ids)
+    ids_v = _held(ids)
     ds = tf.data.Dataset.from_tensor_slices(starts).batch(cfg.batch_size)
-    return ds.map(lambda s: _gather(ids_t, s, cfg.window)).prefetch(tf.data.AUTOTUNE)
+    return ds.map(lambda s: _gather(ids_v, s, cfg.window)).prefetch(tf.data.AUTOTUNE)
