@@ -12,8 +12,19 @@ from .conftest import TINY_TEXT
 def test_encode_documents_joins_with_separator():
     docs = ["ab", "", "ba"]
     vocab = Vocab.from_text("ab|")
-    ids = encode_documents(list(docs), vocab, "|")
+    ids, lengths = encode_documents(list(docs), vocab, "|")
     assert vocab.decode(ids) == "ab||ba"
+    assert lengths == [2, 0, 2]
+
+
+def test_encode_word_documents_counts_tokens():
+    from textgen.vocab import WordVocab, count_tokens
+
+    docs = ["the cat.", "a dog sat"]
+    vocab = WordVocab.from_counts(count_tokens(docs, "\n"), max_words=10)
+    ids, lengths = encode_documents(list(docs), vocab, "\n")
+    assert lengths == [3, 3]
+    assert vocab.decode(ids) == "the cat.\na dog sat"
 
 
 def test_second_prepare_uses_the_cache(tmp_path, monkeypatch):

@@ -39,7 +39,8 @@ class TextgenGroup(click.Group):
 @click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
 @click.pass_context
 def cli(ctx, traceback):
-    """Train character-level LSTM language models on your own text, and generate from them.
+    """Train character- or word-level LSTM language models on your own text, and generate
+    from them.
 
     \b
     textgen train corpora/tinyshakespeare.txt --config configs/quick.toml
@@ -111,10 +112,39 @@ def _positive_float(ctx, param, value):
     return value
 
 
+def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
+    """--style NAME=CORPUS (repeatable; a name given twice gathers both corpora)."""
+    import re
+
+    styles: dict[str, list[str]] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not re.fullmatch(r"[\w.-]+", name) or not path:
+            raise click.BadParameter(f"expected NAME=CORPUS (e.g. sonnets=corpora/sonnets.txt), "
+                                     f"got {value!r}")
+        styles.setdefault(name, []).append(path)
+    if len(styles) == 1:
+        raise click.BadParameter("give two or more styles to tell apart, e.g. --style "
+                                 "sonnets=corpora/sonnets.txt --style plays=corpora/tinyshakespeare.txt")
+    return styles
+
+
 @cli.command(context_settings=CONTEXT)
-@click.argument("corpus", nargs=-1, required=True)
+@click.argument("corpus", nargs=-1)
 @click.option("--config", "config_file", metavar="FILE|NAME",
               help="TOML config (e.g. configs/quick.toml, or just 'quick').")
+@click.option("--style", "styles", multiple=True, metavar="NAME=CORPUS", callback=_parse_styles,
+              help="Train one model on several styles, each from its own corpus (repeat; "
+                   "replaces CORPUS); sample with --style NAME.")
+@click.option("--style-field", metavar="FIELD",
+              help="JSON/JSONL CORPUS: the record field naming each record's style.")
+@click.option("--balance-styles/--no-balance-styles", default=None,
+              help="Draw each style's windows about equally often [yes].")
+@click.option("--style-dim", type=click.IntRange(min=1), help="Style embedding size [16].")
+@click.option("--level", type=click.Choice(["char", "word"]),
+              help="Tokens: characters, or words with punctuation and newlines [char].")
+@click.option("--max-words", type=click.IntRange(min=1),
+              help="Word level: vocabulary size; rarer words become <unk> [10000].")
 @click.option("--out", type=click.Path(path_type=Path),
               help="Run folder to create (default: checkpoints/<corpus>-<timestamp>).")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out.")
@@ -154,7 +184,7 @@ def _positive_float(ctx, param, value):
 @click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
               help="Mixed precision on GPUs (refused on CPU) [float32].")
 @clean_options
-def train(corpus, config_file, out, resume, save_every, **flags):
+def train(corpus, config_file, out, resume, save_every, styles, **flags):
     """Train a model on CORPUS (files or directories) and save a run folder.
 
     Settings come from the defaults, then --config, then these flags. The run folder holds the
@@ -165,15 +195,24 @@ def train(corpus, config_file, out, resume, save_every, **flags):
     textgen train corpora/tinyshakespeare.txt
     textgen train corpora/ --config configs/quick.toml --out checkpoints/demo
     textgen train corpora/tinyshakespeare.txt --out checkpoints/demo --resume
+    textgen train --style sonnets=corpora/sonnets.txt --style plays=corpora/tinyshakespeare.txt
+    textgen train corpora/sonnets.txt --level word --max-words 5000
     """
     from .config import resolve
     from .runs import default_run_path, open_run
     from .train import train as run_training
 
+    if styles and corpus:
+        raise click.UsageError("give CORPUS or --style NAME=CORPUS options, not both")
+    if not styles and not corpus:
+        raise click.UsageError("give a CORPUS to train on (or --style NAME=CORPUS twice)")
+    if styles and flags["style_field"]:
+        raise click.UsageError("give --style NAME=CORPUS or --style-field, not both")
     sections = {
-        "clean": CLEAN_KEYS,
-        "window": ("window", "step", "val_split", "batch_size"),
-        "model": ("cell", "layers", "units", "dropout", "embedding_dim"),
+        "clean": (*CLEAN_KEYS, "style_field"),
+        "tokens": ("level", "max_words"),
+        "window": ("window", "step", "val_split", "batch_size", "balance_styles"),
+        "model": ("cell", "layers", "units", "dropout", "embedding_dim", "style_dim"),
         "train": ("epochs", "steps_per_epoch", "optimizer", "lr", "clipnorm", "seed",
                   "patience", "max_minutes", "sample_every", "sample_chars", "tensorboard",
                   "strategy", "precision"),
@@ -185,8 +224,9 @@ def train(corpus, config_file, out, resume, save_every, **flags):
     base = open_run(out).config if resume else None
     config = resolve(_config_path(config_file), overrides, base=base)
     if out is None:
-        out = default_run_path(Path(corpus[0]).stem or "run")
-    result = run_training(list(corpus), config, out, resume=resume, save_every=save_every)
+        out = default_run_path("-".join(styles) if styles else Path(corpus[0]).stem or "run")
+    result = run_training(list(corpus), config, out, resume=resume, save_every=save_every,
+                          styles=styles)
     best = "n/a" if result.best_loss is None else f"{result.best_loss:.4f} nats/char"
     stopped = f"; stopped by {result.stopped}" if result.stopped else ""
     click.echo(f"trained {result.epochs_done} epochs ({result.steps_done} steps); "
@@ -253,14 +293,16 @@ def clean(inputs, output, report, report_json, config_file, **flags):
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text",
               show_default=True, help="jsonl: one record per sample with its settings.")
 @click.option("--replay", metavar="RECORD", help="Regenerate a JSONL record (JSON text).")
+@click.option("--style", help="Runs trained with styles: the style to write in.")
 def sample(run_dir, chars, lines, temperatures, top_k, top_p, prime, prime_file, n, stop, seed,
-           output, stream, fmt, replay):
+           output, stream, fmt, replay, style):
     """Generate text from a trained run (NumPy only: starts in well under a second).
 
     \b
     textgen sample --chars 500 --temperature 0.2
     textgen sample --lines 4 --temperature 0.2 --temperature 0.5 --temperature 1.0
     textgen sample --prime "ROMEO:" --n 3 --seed 1 --format jsonl
+    textgen sample --style sonnets --lines 14 --temperature 0.5
     """
     from .sample import SampleRequest, load, validate_request
 
@@ -285,7 +327,8 @@ def sample(run_dir, chars, lines, temperatures, top_k, top_p, prime, prime_file,
         if prime == "random":
             prime = gen.random_prime(seed)
         requests = [SampleRequest(prime=prime, chars=chars, lines=lines, temperature=t,
-                                  top_k=top_k, top_p=top_p, n=n, seed=seed, stop=stop)
+                                  top_k=top_k, top_p=top_p, n=n, seed=seed, stop=stop,
+                                  style=style)
                     for t in (temperatures or (1.0,))]
     for req in requests:
         try:
@@ -329,7 +372,7 @@ def _record(req, s, gen, run_dir) -> dict:
     return {"text": s.text, "prime": s.prime, "seed": s.seed, "temperature": req.temperature,
             "top_k": req.top_k, "top_p": req.top_p, "chars": req.chars, "lines": req.lines,
             "stop": req.stop, "n": req.n, "index": s.index, "weights": gen.weights_hash,
-            "run": str(run_dir)}
+            "style": req.style, "run": str(run_dir)}
 
 
 def _parse_record(text: str) -> dict:
@@ -354,7 +397,8 @@ def _request_from_record(record: dict, gen):
     return SampleRequest(prime=record["prime"], chars=record.get("chars"),
                          lines=record.get("lines"), temperature=record.get("temperature", 1.0),
                          top_k=record.get("top_k"), top_p=record.get("top_p"),
-                         n=record.get("n", 1), seed=record["seed"], stop=record.get("stop"))
+                         n=record.get("n", 1), seed=record["seed"], stop=record.get("stop"),
+                         style=record.get("style"))
 
 
 class _Sink:
@@ -397,9 +441,18 @@ class _Sink:
               help="Seed for the novelty samples and reference passages.")
 @click.option("--train-corpus", multiple=True,
               help="The training text, if it moved since training (repeatable).")
+@click.option("--style", help="Styled runs: the style to score --corpus text (and novelty "
+              "samples) under.")
+@click.option("--classify", "classify_", is_flag=True,
+              help="Styled runs: accuracy of telling held-out passages' styles apart, beside "
+                   "a character n-gram naive Bayes baseline.")
+@click.option("--passage-chars", type=click.IntRange(min=10), default=300, show_default=True,
+              help="Characters per held-out passage for --classify.")
+@click.option("--passages", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Most passages per style for --classify.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def evaluate(run_dir, corpus, order, samples, sample_chars, temperature, seed, train_corpus,
-             as_json):
+             style, classify_, passage_chars, passages, as_json):
     """Held-out loss (nats/char, bits/char, perplexity) beside baselines, and novelty.
 
     Baselines are fitted on the run's training text: the untrained model, a unigram model and a
@@ -410,12 +463,43 @@ def evaluate(run_dir, corpus, order, samples, sample_chars, temperature, seed, t
     textgen evaluate checkpoints/latest
     textgen evaluate checkpoints/latest --samples 20 --temperature 0.8
     textgen evaluate checkpoints/latest --corpus other-play.txt --order 5
+    textgen evaluate checkpoints/latest --classify --passage-chars 300
     """
     from .evaluate import evaluate_run, format_result
 
     result = evaluate_run(run_dir, corpus, order, samples, sample_chars, temperature, seed,
-                          list(train_corpus) or None)
+                          list(train_corpus) or None, style, classify_, passage_chars, passages)
     click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.argument("text", required=False)
+@click.option("--file", "file_", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Read the passage from FILE.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def classify(run_dir, text, file_, as_json):
+    """Which style of RUN (trained with --style) is likeliest to have written TEXT.
+
+    Prints the style, then each style's log-likelihood of the passage (highest first).
+
+    \b
+    textgen classify checkpoints/latest "Shall I compare thee to a summer's day?"
+    textgen classify checkpoints/latest --file passage.txt --json
+    """
+    from .classify import classify_text, format_classification
+    from .sample import load
+
+    if (text is None) == (file_ is None):
+        raise click.UsageError("give the passage as TEXT or --file FILE (one of them)")
+    if file_ is not None:
+        text = file_.read_text(encoding="utf-8")
+    try:
+        result = classify_text(load(run_dir), text)
+    except PrimeError as e:
+        raise click.UsageError(str(e)) from None
+    click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json
+               else format_classification(result))
 
 
 @cli.command("check-gradients", context_settings=CONTEXT)

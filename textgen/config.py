@@ -23,6 +23,7 @@ OPTIMIZERS = ("rmsprop", "adam", "adagrad", "sgd")
 
 
 CHARSETS = ("ascii", "latin-1")
+LEVELS = ("char", "word")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class CleanConfig:
     encoding: str = "utf-8"  # codec for every input file; decoding errors are fatal
     glob: str = "*.txt"  # which files to take from a directory (searched recursively)
     field: str | None = None  # JSON/JSONL: the record field holding the text (default "text")
+    style_field: str | None = None  # JSON/JSONL: the record field naming each record's style
     strip_gutenberg: bool = False  # cut Project Gutenberg licence header and footer
     split_on: str | None = None  # regex: split documents further (e.g. "\n\n+")
     drop_if: str | None = None  # regex: drop whole documents that match (e.g. "http")
@@ -84,6 +86,20 @@ class CleanConfig:
 
 
 @dataclass(frozen=True)
+class TokenConfig:
+    """What a token is: a character, or a word (vocab.py describes word tokens)."""
+
+    level: str = "char"  # char | word
+    max_words: int = 10000  # word level: vocabulary size, besides <unk> for all other words
+
+    def validate(self) -> None:
+        if self.level not in LEVELS:
+            raise ConfigError(f"tokens.level must be one of {', '.join(LEVELS)}, "
+                              f"got {self.level!r}")
+        _positive("tokens.max_words", self.max_words)
+
+
+@dataclass(frozen=True)
 class WindowConfig:
     """How the id sequence is cut into training windows."""
 
@@ -91,6 +107,7 @@ class WindowConfig:
     step: int = 3  # characters between the starts of consecutive windows
     val_split: float = 0.1  # fraction of the text, taken from its end, held out for validation
     batch_size: int = 128  # windows per training step
+    balance_styles: bool = True  # with --style: draw each style's windows equally often
 
     def validate(self) -> None:
         _positive("window.window", self.window)
@@ -109,6 +126,7 @@ class ModelConfig:
     units: int = 128  # hidden units per recurrent layer
     dropout: float = 0.2  # after each recurrent layer (never recurrent dropout: keeps cuDNN)
     embedding_dim: int = 64  # size of the learned character embedding
+    style_dim: int = 16  # with --style: size of the style embedding fed at every step
 
     def validate(self) -> None:
         if self.cell not in CELLS:
@@ -116,6 +134,7 @@ class ModelConfig:
         _positive("model.layers", self.layers)
         _positive("model.units", self.units)
         _positive("model.embedding_dim", self.embedding_dim)
+        _positive("model.style_dim", self.style_dim)
         if not (0.0 <= self.dropout < 1.0):
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -170,6 +189,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class Config:
     clean: CleanConfig = field(default_factory=CleanConfig)
+    tokens: TokenConfig = field(default_factory=TokenConfig)
     window: WindowConfig = field(default_factory=WindowConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)

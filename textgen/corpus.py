@@ -199,6 +199,12 @@ def _field(record, path: str, where: str):
 
 
 def _json_documents(text: str, source: str, cfg: CleanConfig, lines: bool) -> Iterator[str]:
+    for where, record in _json_records(text, source, lines):
+        yield _field(record, cfg.field or "text", where)
+
+
+def _json_records(text: str, source: str, lines: bool) -> Iterator[tuple[str, object]]:
+    """(where, record) for each record of a JSON array or JSON Lines text."""
     if lines:
         for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
@@ -207,7 +213,7 @@ def _json_documents(text: str, source: str, cfg: CleanConfig, lines: bool) -> It
                 record = json.loads(line)
             except ValueError as e:
                 raise CorpusError(f"{source}: line {n} is not JSON ({e.msg})") from None
-            yield _field(record, cfg.field or "text", f"{source}: line {n}")
+            yield f"{source}: line {n}", record
         return
     try:
         data = json.loads(text)
@@ -222,7 +228,41 @@ def _json_documents(text: str, source: str, cfg: CleanConfig, lines: bool) -> It
     if not isinstance(data, list):
         raise CorpusError(f"{source}: expected a JSON array of records")
     for n, record in enumerate(data):
-        yield _field(record, cfg.field or "text", f"{source}: record {n}")
+        yield f"{source}: record {n}", record
+
+
+def read_documents_by_field(inputs: Iterable[str | Path], cfg: CleanConfig, label: str,
+                            ) -> dict[str, tuple[list[str], CorpusReport]]:
+    """JSON/JSONL records grouped by the value of their ``label`` field (e.g. a style), each
+    group cleaned by the rules like a corpus of its own: {value: (documents, report)}."""
+    groups: dict[str, list[str]] = {}
+    files: dict[str, list[str]] = {}
+    for item in find_files(inputs, cfg):
+        source = "<stdin>" if item == "-" else str(item)
+        if item != "-" and item.suffix.lower() not in JSON_SUFFIXES:
+            raise CorpusError(f"{source}: --style-field reads JSON or JSONL records; name the "
+                              "file .json/.jsonl or give styles as --style NAME=FILE")
+        try:
+            data = sys.stdin.buffer.read() if item == "-" else item.read_bytes()
+        except OSError as e:
+            raise CorpusError(f"{item}: cannot read: {e.strerror}") from None
+        text = normalise(decode(data, source, cfg.encoding))
+        lines = item == "-" or item.suffix.lower() != ".json"
+        for where, record in _json_records(text, source, lines and
+                                           not text.lstrip().startswith("[")):
+            value = _field(record, label, where)
+            groups.setdefault(value, []).append(normalise(_field(record, cfg.field or "text",
+                                                                 where)))
+            if source not in files.setdefault(value, []):
+                files[value].append(source)
+    if not groups:
+        raise CorpusError(f"{', '.join(map(str, inputs))}: no records to read")
+    out = {}
+    for value in sorted(groups):
+        report = CorpusReport(files=files[value], documents_read=len(groups[value]),
+                              chars_read=sum(map(len, groups[value])))
+        out[value] = clean_corpus(groups[value], cfg, report)
+    return out
 
 
 def read_documents(inputs: Iterable[str | Path], cfg: CleanConfig,
@@ -404,7 +444,13 @@ def read_documents_cleaned(inputs: Iterable[str | Path],
                            cfg: CleanConfig) -> tuple[list[str], CorpusReport]:
     """Read and clean every input (rules 1-13); documents are kept apart, not joined."""
     report = CorpusReport()
-    docs = clean_documents(read_documents(inputs, cfg, report), cfg, report)
+    return clean_corpus(read_documents(inputs, cfg, report), cfg, report)
+
+
+def clean_corpus(raw_docs: Iterable[str], cfg: CleanConfig,
+                 report: CorpusReport) -> tuple[list[str], CorpusReport]:
+    """Rules 2-13 over decoded documents, and the character counts of what is kept."""
+    docs = clean_documents(raw_docs, cfg, report)
     docs = drop_rare(docs, cfg, report)
     report.documents = len(docs)
     report.doc_lengths = [len(d) for d in docs]

@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,58 +29,110 @@ import numpy as np
 
 from . import __version__
 from .config import Config
-from .corpus import CorpusReport, document_bounds, find_files, read_documents_cleaned
+from .corpus import (RARE_FLAG, CorpusReport, document_bounds, find_files,
+                     read_documents_by_field, read_documents_cleaned)
 from .errors import CorpusError
-from .vocab import Vocab
-from .windows import Split, split_ids
+from .vocab import Vocab, WordVocab, count_tokens, tokenize
+from .windows import Split, combine_splits, split_ids
 
 CACHE_FORMAT = 1
 
 
 @dataclass
 class Prepared:
-    vocab: Vocab
+    vocab: Vocab | WordVocab
     ids: np.ndarray
     split: Split | None  # None only when windows were not needed and the corpus is too short
     report: dict  # corpus report + window counts + memory estimate (saved as corpus.json)
     text: str | None = None  # the cleaned text, only when asked for
     cached: bool = False  # ids came from the cache
+    styles: tuple[str, ...] = ()  # style names, in style-id order (empty: no styles)
 
     def describe(self) -> str:
-        """The human-readable report: rules, characters, windows, memory."""
+        """The human-readable report: rules, characters, tokens, styles, windows, memory."""
         w = self.report["windows"]
         problem = f" ({w['problem']})" if "problem" in w else ""
         cache = " (ids from cache)" if self.cached else ""
-        return (CorpusReport.describe_dict(self.report)
-                + f"\n{w['train']:,} training windows, {w['val']:,} validation windows"
-                  f"{problem}; estimated training memory "
-                  f"{self.report['estimated_training_memory_mb']:,} MB{cache}")
+        lines = [CorpusReport.describe_dict(self.report)]
+        t = self.report.get("tokens")
+        if t:
+            lines.append(f"{t['count']:,} word tokens, vocabulary {t['vocab']:,} "
+                         f"(<unk> for {t['unknown']:,} tokens, {t['unknown_rate']:.2%})")
+        for name, st in self.report.get("styles", {}).items():
+            lines.append(f"style {name}: {st['tokens']:,} tokens from {', '.join(st['files'])}; "
+                         f"{st['train_windows']:,} training windows, drawn x{st['repeat']}")
+        lines.append(f"{w['train']:,} training windows, {w['val']:,} validation windows"
+                     f"{problem}; estimated training memory "
+                     f"{self.report['estimated_training_memory_mb']:,} MB{cache}")
+        return "\n".join(lines)
 
 
-def encode_documents(docs: list[str], vocab: Vocab, sep: str) -> np.ndarray:
-    """Encode documents (joined by ``sep``) into one id array, releasing each as it goes."""
-    total = sum(map(len, docs)) + len(sep) * max(len(docs) - 1, 0)
+def encode_documents(docs: list[str], vocab: Vocab | WordVocab,
+                     sep: str) -> tuple[np.ndarray, list[int]]:
+    """Encode documents (joined by ``sep``) into one id array, releasing each as it goes.
+
+    Returns the ids and each document's length in tokens.
+    """
+    sep_ids = vocab.encode(sep) if sep and len(docs) > 1 else np.zeros(0, vocab.dtype)
+    if vocab.level == "word":  # lengths are known only after tokenizing
+        parts, lengths = [], []
+        for i in range(len(docs)):
+            doc, docs[i] = docs[i], ""
+            parts.append(vocab.encode(doc))
+            lengths.append(len(parts[-1]))
+        joined = [sep_ids] * (2 * len(parts) - 1)
+        joined[::2] = parts
+        return np.concatenate(joined) if joined else np.zeros(0, vocab.dtype), lengths
+    lengths = [len(d) for d in docs]
+    total = sum(lengths) + len(sep_ids) * max(len(docs) - 1, 0)
     ids = np.empty(total, dtype=vocab.dtype)
-    sep_ids = vocab.encode(sep) if sep and len(docs) > 1 else None
     pos = 0
     for i in range(len(docs)):
-        if i and sep:
-            ids[pos : pos + len(sep)] = sep_ids
-            pos += len(sep)
+        if i and len(sep_ids):
+            ids[pos : pos + len(sep_ids)] = sep_ids
+            pos += len(sep_ids)
         doc, docs[i] = docs[i], ""  # drop our reference once encoded
         ids[pos : pos + len(doc)] = vocab.encode(doc)
         pos += len(doc)
-    return ids
+    return ids, lengths
+
+
+def build_vocab(doc_groups: list[list[str]], reports: list, config: Config) -> Vocab | WordVocab:
+    """The vocabulary of all documents: characters, or the most frequent words."""
+    sep = config.clean.doc_separator
+    if config.tokens.level == "word":
+        counts: Counter = Counter()
+        for docs in doc_groups:
+            counts.update(count_tokens(docs, sep))
+        return WordVocab.from_counts(counts, config.tokens.max_words)
+    chars: Counter = Counter()
+    for report in reports:
+        chars.update(report.char_counts)
+    if sep and len(doc_groups) > 1:
+        chars.update(sep * (len(doc_groups) - 1))  # styles are never joined, but keep it known
+    return Vocab.from_counts(chars)
 
 
 def prepare(inputs: list[str], config: Config, keep_text: bool = False,
-            need_windows: bool = True, use_cache: bool = True) -> Prepared:
+            need_windows: bool = True, use_cache: bool = True,
+            styles: dict[str, list[str]] | None = None) -> Prepared:
     """Read and clean the corpus, build the vocabulary, ids and train/validation windows.
 
-    With ``need_windows=False`` (``textgen clean``) a corpus too short for the window config is
+    With ``styles`` ({name: inputs}) each style's text is read and split on its own (its own
+    validation tail) under one shared vocabulary; ``inputs`` is then ignored. With
+    ``need_windows=False`` (``textgen clean``) a corpus too short for the window config is
     reported, not an error.
     """
     cfg = config.clean
+    if styles:
+        return _prepare_styles([(name, *read_documents_cleaned(paths, cfg))
+                                for name, paths in styles.items()], config)
+    if cfg.style_field:
+        groups = read_documents_by_field(inputs, cfg, cfg.style_field)
+        if len(groups) < 2:
+            raise CorpusError(f"{', '.join(map(str, inputs))}: field {cfg.style_field!r} has "
+                              f"one value ({', '.join(groups)}); styles need two or more")
+        return _prepare_styles([(name, *g) for name, g in groups.items()], config)
     key = cache_key(inputs, config) if use_cache and not keep_text else None
     hit = load_cached(key) if key else None
     text = None
@@ -87,18 +140,19 @@ def prepare(inputs: list[str], config: Config, keep_text: bool = False,
         vocab, ids, report = hit
     else:
         docs, corpus = read_documents_cleaned(inputs, cfg)
-        vocab = Vocab.from_counts(corpus.char_counts)
+        vocab = build_vocab([docs], [corpus], config)
         if keep_text:
             text = cfg.doc_separator.join(docs)
-        ids = encode_documents(docs, vocab, cfg.doc_separator)
+        ids, lengths = encode_documents(docs, vocab, cfg.doc_separator)
         del docs
         report = corpus.to_dict()
-        report["doc_lengths"] = corpus.doc_lengths
+        report["doc_lengths"] = lengths
+        _token_report(report, vocab, ids)
         if key:
             store_cached(key, vocab, ids, report)
 
     bounds = None if cfg.cross_docs else document_bounds(report["doc_lengths"],
-                                                         len(cfg.doc_separator))
+                                                         separator_length(vocab, cfg))
     try:
         split = split_ids(ids, config.window, ", ".join(report["files"][:3]), bounds)
     except CorpusError as e:
@@ -109,10 +163,77 @@ def prepare(inputs: list[str], config: Config, keep_text: bool = False,
     else:
         windows = {"train": split.n_train_windows, "val": len(split.val_starts)}
     report = {k: v for k, v in report.items() if k != "doc_lengths"}
+    _finish_report(report, windows, config, vocab, ids)
+    return Prepared(vocab, ids, split, report, text, cached=hit is not None)
+
+
+def separator_length(vocab, cfg) -> int:
+    """Tokens in the document separator."""
+    sep = cfg.doc_separator
+    return len(sep) if vocab.level == "char" else len(tokenize(sep))
+
+
+def _token_report(report: dict, vocab, ids: np.ndarray) -> None:
+    if vocab.level == "word":
+        unknown = int(np.count_nonzero(ids == vocab.unk_id))
+        report["tokens"] = {"level": "word", "count": int(len(ids)), "vocab": len(vocab),
+                            "unknown": unknown, "unknown_rate": unknown / max(len(ids), 1)}
+
+
+def _finish_report(report: dict, windows: dict, config: Config, vocab, ids) -> None:
     report["windows"] = windows
     report["estimated_training_memory_mb"] = round(
         estimate_memory(config, len(vocab), len(ids), windows["train"]) / 2**20, 1)
-    return Prepared(vocab, ids, split, report, text, cached=hit is not None)
+
+
+def _prepare_styles(styled: list[tuple[str, list[str], CorpusReport]],
+                    config: Config) -> Prepared:
+    """One cleaned corpus per style, a shared vocabulary, windows that never mix styles."""
+    cfg = config.clean
+    names = tuple(name for name, _, _ in styled)
+    groups = [docs for _, docs, _ in styled]
+    reports = [report for _, _, report in styled]
+    vocab = build_vocab(groups, reports, config)
+    sep_len = separator_length(vocab, cfg)
+    splits, style_rows, id_parts = [], {}, []
+    for name, docs, corpus in zip(names, groups, reports):
+        ids, lengths = encode_documents(docs, vocab, cfg.doc_separator)
+        bounds = None if cfg.cross_docs else document_bounds(lengths, sep_len)
+        splits.append(split_ids(ids, config.window, f"style {name} ({', '.join(corpus.files[:3])})",
+                                bounds))
+        id_parts.append(ids)
+        style_rows[name] = {"files": corpus.files, "chars": corpus.chars_kept,
+                            "tokens": int(len(ids))}
+    split, repeats = combine_splits(splits, config.window)
+    for (name, row), s, r in zip(style_rows.items(), splits, repeats):
+        row.update(train_windows=s.n_train_windows, repeat=r)
+    ids = np.concatenate(id_parts)
+    report = merge_reports([r.to_dict() for r in reports])
+    _token_report(report, vocab, ids)
+    report["styles"] = style_rows
+    _finish_report(report, {"train": split.n_train_windows, "val": len(split.val_starts)},
+                   config, vocab, ids)
+    return Prepared(vocab, ids, split, report, styles=names)
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """Several corpus reports as one: files listed, counts summed, examples pooled."""
+    merged = dict(reports[0])
+    merged["files"] = [f for r in reports for f in r["files"]]
+    for key in ("documents_read", "documents", "chars_read", "chars_kept"):
+        merged[key] = sum(r[key] for r in reports)
+    rules: dict = {}
+    for r in reports:
+        for name, st in r["rules"].items():
+            into = rules.setdefault(name, {k: ([] if k == "examples" else 0) for k in st})
+            for k, v in st.items():
+                into[k] = (into[k] + v)[:3] if k == "examples" else into[k] + v
+    merged["rules"] = rules
+    merged["rare_chars"] = sorted({c for r in reports for c in r["rare_chars"]})
+    counts = sum((Counter(r["char_counts"]) for r in reports), Counter())
+    merged["char_counts"] = dict(sorted(counts.items()))
+    merged["flagged_rare"] = sorted(c for c, n in counts.items() if n < RARE_FLAG)
+    return merged
 
 
 def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int) -> int:
@@ -151,7 +272,8 @@ def cache_key(inputs: list[str], config: Config) -> str | None:
         return None  # stdin cannot be re-read
     h = hashlib.sha256()
     h.update(json.dumps({"textgen": __version__, "format": CACHE_FORMAT,
-                         "clean": asdict(config.clean)}, sort_keys=True).encode())
+                         "clean": asdict(config.clean), "tokens": asdict(config.tokens)},
+                        sort_keys=True).encode())
     for path in find_files(inputs, config.clean):
         h.update(str(Path(path).resolve()).encode() + b"\0")
         try:

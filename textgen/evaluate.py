@@ -34,21 +34,58 @@ STREAMS = 32
 BASELINE_CHARS = 5_000_000  # baselines and novelty use at most this much training text (its end)
 
 
-def heldout_loss(net: Network, ids: np.ndarray, streams: int = STREAMS) -> float:
-    """Mean next-character cross-entropy (nats) over ``ids``, state carried along the text."""
+def row_logliks(net: Network, grid: np.ndarray, style=None) -> np.ndarray:
+    """Log-likelihood (nats) of each row of ``grid`` (B x L ids) after its first token, the
+    state carried along the row; ``style``: one style id, or one per row."""
+    grid = np.asarray(grid, dtype=np.int64)
+    rows = np.arange(len(grid))
+    state = net.initial_state(len(grid))
+    total = np.zeros(len(grid))
+    for t in range(grid.shape[1] - 1):
+        logits, state = net.step(grid[:, t], state, style)
+        logits = logits.astype(np.float64)
+        m = logits.max(axis=1, keepdims=True)
+        logz = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
+        total += logits[rows, grid[:, t + 1]] - logz
+    return total
+
+
+def heldout_total(net: Network, ids: np.ndarray, streams: int = STREAMS,
+                  style: int | None = None) -> tuple[float, int]:
+    """(Summed cross-entropy in nats, number of tokens scored) over ``ids``, cut into
+    ``streams`` contiguous rows run as one batch."""
     ids = np.asarray(ids, dtype=np.int64)
     streams = max(1, min(streams, len(ids) // 2))
     length = len(ids) // streams
     grid = ids[: length * streams].reshape(streams, length)
-    state = net.initial_state(streams)
-    total = 0.0
-    for t in range(length - 1):
-        logits, state = net.step(grid[:, t], state)
-        logits = logits.astype(np.float64)
-        m = logits.max(axis=1, keepdims=True)
-        logz = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
-        total += float((logz - logits[np.arange(streams), grid[:, t + 1]]).sum())
-    return total / (streams * (length - 1))
+    return float(-row_logliks(net, grid, style).sum()), streams * (length - 1)
+
+
+def heldout_loss(net: Network, ids: np.ndarray, streams: int = STREAMS,
+                 style: int | None = None) -> float:
+    """Mean next-token cross-entropy (nats) over ``ids``, state carried along the text."""
+    total, count = heldout_total(net, ids, streams, style)
+    return total / count
+
+
+def model_loss(net: Network, ids: np.ndarray, segments: np.ndarray | None) -> float:
+    """heldout_loss, or with style ``segments`` the mean over each style's part scored with
+    its own style."""
+    if segments is None:
+        return heldout_loss(net, ids)
+    bounds = [*map(int, segments), len(ids)]
+    parts = [heldout_total(net, ids[a:b], style=i)
+             for i, (a, b) in enumerate(zip(bounds, bounds[1:])) if b - a >= 2]
+    return sum(t for t, _ in parts) / sum(c for _, c in parts)
+
+
+def as_text(ids, vocab) -> str:
+    """Ids as a string the n-gram baseline can count: the characters themselves, or one
+    private code point per word token (U+10000 + id)."""
+    if vocab.level == "char":
+        chars = vocab.tokens
+        return "".join(chars[i] for i in ids)
+    return "".join(map(chr, np.asarray(ids, np.int64) + 0x10000))
 
 
 def unigram_loss(train: np.ndarray, test: np.ndarray, vocab_size: int) -> float:
@@ -183,6 +220,11 @@ def training_data(run, corpus_override: list[str] | None = None):
     from .data import prepare
     from .errors import RunError
 
+    # Styles given as --style NAME=CORPUS are re-read as such; --style-field ones from the
+    # corpus files, as in training.
+    styles = None if run.config.clean.style_field else run.meta.get("styles") or None
+    if styles and corpus_override:
+        raise RunError(f"{run.path}: --train-corpus does not apply to a run trained with styles")
     paths = corpus_override or run.meta.get("corpus") or []
     if not paths or "-" in paths:
         raise RunError(f"{run.path}: the training corpus was stdin; pass --train-corpus FILE")
@@ -190,7 +232,7 @@ def training_data(run, corpus_override: list[str] | None = None):
     if missing:
         raise RunError(f"{run.path}: training corpus {missing[0]} is gone; pass --train-corpus "
                        "with the text the run was trained on")
-    prep = prepare(list(paths), run.config)
+    prep = prepare(list(paths), run.config, styles=styles)
     if prep.vocab != run.vocab:
         raise RunError(f"{run.path}: the corpus at {paths[0]} no longer gives the run's "
                        "vocabulary (was it changed?); pass --train-corpus with the original")
@@ -199,8 +241,15 @@ def training_data(run, corpus_override: list[str] | None = None):
 
 def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: int = 0,
                  sample_chars: int = 500, temperature: float = 1.0, seed: int = 0,
-                 train_corpus: list[str] | None = None) -> dict:
-    """Held-out loss of the run's best weights beside baselines, and optional novelty."""
+                 train_corpus: list[str] | None = None, style: str | None = None,
+                 classify: bool = False, passage_chars: int = 300, passages: int = 100) -> dict:
+    """Held-out loss of the run's best weights beside baselines, and optional novelty.
+
+    Losses are per token and per character (the same for character-level runs; for word-level
+    runs the per-character figure divides a text's total by its characters, so the two levels
+    compare). A styled run's validation text is scored style by style; ``--corpus`` text under
+    ``style``.
+    """
     from . import runs
     from .corpus import clean_chars, read_corpus
     from .errors import RunError
@@ -212,50 +261,75 @@ def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: in
     # The n-gram tables are Python dicts: bound them on big corpora by fitting on the end of
     # the training text, the part next to the validation split.
     train_ids = split.train[-BASELINE_CHARS:]
+    segments = None
     if corpus is None:
-        test_ids, source = split.val, f"the run's validation split ({len(split.val):,} chars)"
+        test_ids, source = split.val, f"the run's validation split ({len(split.val):,} tokens)"
+        segments = split.val_segments
         if len(test_ids) < 2:
             raise RunError(f"{run.path}: the run has no validation split; pass --corpus FILE")
     else:
         text, _ = read_corpus([corpus], run.config.clean)
-        text = clean_chars(text, run.config.clean, vocab.chars)
+        text = clean_chars(text, run.config.clean,
+                           vocab.tokens if vocab.level == "char" else None)
         unknown = vocab.missing(text)
         if unknown:
             from .vocab import describe_chars
 
             raise RunError(f"{corpus}: characters the model never saw: {describe_chars(unknown)}")
         test_ids, source = vocab.encode(text), f"{corpus} ({len(text):,} chars)"
+        if gen.styles:
+            segments = np.zeros(0, np.int64)  # scored below under the chosen style
+    style_id = gen.style_id(style) if corpus is not None and gen.styles else None
 
-    rows = [("textgen model (weights.h5)", heldout_loss(gen.network, test_ids))]
+    def loss(net):
+        if style_id is not None:
+            return heldout_loss(net, test_ids, style=style_id)
+        return model_loss(net, test_ids, segments)
+
+    rows = [("textgen model (weights.h5)", loss(gen.network))]
     init = run.file("weights.init.h5")
     if init.exists():
         named, _, _ = runs.read_weights(init)
-        rows.append(("untrained model", heldout_loss(Network(run.config.model, named), test_ids)))
+        rows.append(("untrained model", loss(Network(run.config.model, named))))
     rows.append(("unigram", unigram_loss(train_ids, test_ids, len(vocab))))
-    to_text = "".join
-    chars = vocab.chars
-    train_text = to_text(chars[i] for i in train_ids)
-    test_text = to_text(chars[i] for i in test_ids)
+    train_text = as_text(train_ids, vocab)
+    test_text = as_text(test_ids, vocab)
     kn = KneserNey(train_text, order, vocab_size=len(vocab))
     # Like the model's streams, the n-gram sees no context before the held-out text's start.
-    rows.append((f"{order}-gram Kneser-Ney", kn.loss(test_text[1:], context=test_text[:1])))
+    unit = "chars" if vocab.level == "char" else "tokens"
+    rows.append((f"{order}-gram Kneser-Ney" + ("" if unit == "chars" else " (words)"),
+                 kn.loss(test_text[1:], context=test_text[:1])))
     fitted = (f"baselines fitted on the last {len(train_ids):,} of {len(split.train):,} "
-              "training chars" if len(train_ids) < len(split.train) else
-              f"baselines fitted on the {len(train_ids):,} training chars")
+              f"training {unit}" if len(train_ids) < len(split.train) else
+              f"baselines fitted on the {len(train_ids):,} training {unit}")
+    chars_per_token = (1.0 if vocab.level == "char" else
+                       len(vocab.decode(test_ids)) / max(len(test_ids), 1))
     result = {
-        "run": str(run.path), "heldout": source, "baselines": fitted,
-        "models": [{"model": name, "nats_per_char": loss, "bits_per_char": loss / math.log(2),
-                    "perplexity": math.exp(loss)} for name, loss in rows],
+        "run": str(run.path), "level": vocab.level, "heldout": source, "baselines": fitted,
+        "chars_per_token": chars_per_token,
+        "models": [{"model": name, "nats_per_token": loss_, "perplexity": math.exp(loss_),
+                    "nats_per_char": loss_ / chars_per_token,
+                    "bits_per_char": loss_ / chars_per_token / math.log(2)}
+                   for name, loss_ in rows],
     }
+    if classify:
+        from .classify import classification_accuracy
+
+        result["classify"] = classification_accuracy(gen, split, passage_chars, passages)
     if samples:
-        index = NoveltyIndex(train_text, sample_chars)
-        req = SampleRequest(chars=sample_chars, temperature=temperature, n=samples, seed=seed)
-        generated = [s.text for s in gen.sample(req)]
+        plain_train = train_text if vocab.level == "char" else vocab.decode(train_ids)
+        plain_test = test_text if vocab.level == "char" else vocab.decode(test_ids)
+        index = NoveltyIndex(plain_train, sample_chars)
+        req = SampleRequest(chars=sample_chars, temperature=temperature, n=samples, seed=seed,
+                            style=style if style is not None else
+                            (gen.styles[0] if gen.styles else None))
+        generated = [s.text[:sample_chars] for s in gen.sample(req)]
         rng = np.random.default_rng(seed)
-        starts = rng.integers(0, max(len(test_text) - sample_chars, 1), size=samples)
-        real = [test_text[s : s + sample_chars] for s in starts]
+        starts = rng.integers(0, max(len(plain_test) - sample_chars, 1), size=samples)
+        real = [plain_test[s : s + sample_chars] for s in starts]
         result["novelty"] = {
             "samples": samples, "chars": sample_chars, "temperature": temperature,
+            "style": req.style,
             "generated": _novelty_summary([index.measure(t) for t in generated]),
             "heldout_real_text": _novelty_summary([index.measure(t) for t in real]),
         }
@@ -269,18 +343,34 @@ def _novelty_summary(measures: list[Novelty]) -> dict:
 
 
 def format_result(result: dict) -> str:
-    lines = [f"held-out text: {result['heldout']}; {result['baselines']}", "",
-             f"{'model':<28} {'nats/char':>10} {'bits/char':>10} {'perplexity':>11}"]
-    for row in result["models"]:
-        lines.append(f"{row['model']:<28} {row['nats_per_char']:>10.4f} "
-                     f"{row['bits_per_char']:>10.4f} {row['perplexity']:>11.3f}")
+    word = result.get("level") == "word"
+    lines = [f"held-out text: {result['heldout']}; {result['baselines']}", ""]
+    if word:
+        lines[-1:] = [f"word-level run: {result['chars_per_token']:.3f} characters per token", ""]
+        lines.append(f"{'model':<34} {'nats/token':>10} {'perplexity':>11} {'nats/char':>10} "
+                     f"{'bits/char':>10}")
+        for row in result["models"]:
+            lines.append(f"{row['model']:<34} {row['nats_per_token']:>10.4f} "
+                         f"{row['perplexity']:>11.3f} {row['nats_per_char']:>10.4f} "
+                         f"{row['bits_per_char']:>10.4f}")
+    else:
+        lines.append(f"{'model':<28} {'nats/char':>10} {'bits/char':>10} {'perplexity':>11}")
+        for row in result["models"]:
+            lines.append(f"{row['model']:<28} {row['nats_per_char']:>10.4f} "
+                         f"{row['bits_per_char']:>10.4f} {row['perplexity']:>11.3f}")
     nov = result.get("novelty")
     if nov:
+        style = f", style {nov['style']}" if nov.get("style") else ""
         lines += ["", f"novelty of {nov['samples']} samples of {nov['chars']} chars "
-                      f"(temperature {nov['temperature']:g}) vs held-out real text:",
+                      f"(temperature {nov['temperature']:g}{style}) vs held-out real text:",
                   f"{'':<28} {'TF-IDF distance':>16} {'longest copy':>13} {'max copy':>9}"]
         for name, key in (("generated", "generated"), ("held-out real text", "heldout_real_text")):
             m = nov[key]
             lines.append(f"{name:<28} {m['mean_tfidf_distance']:>16.3f} "
                          f"{m['mean_longest_copy']:>13.1f} {m['max_longest_copy']:>9}")
+    cls = result.get("classify")
+    if cls:
+        from .classify import format_accuracy
+
+        lines += ["", format_accuracy(cls)]
     return "\n".join(lines)

@@ -18,13 +18,20 @@ from .errors import RunError
 RNN_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 
 
-def build_model(cfg: ModelConfig, vocab_size: int):
+def build_model(cfg: ModelConfig, vocab_size: int, n_styles: int = 0):
+    """With ``n_styles``, a second input gives each position's style id; its learned embedding
+    (``style_dim``) is concatenated to the token embedding at every step."""
     import keras
 
     layer_cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
                  "rnn": keras.layers.SimpleRNN}[cfg.cell]
     inputs = keras.Input(shape=(None,), dtype="int32", name="ids")
     x = keras.layers.Embedding(vocab_size, cfg.embedding_dim, name="embedding")(inputs)
+    if n_styles:
+        style_in = keras.Input(shape=(None,), dtype="int32", name="style_ids")
+        style = keras.layers.Embedding(n_styles, cfg.style_dim, name="style")(style_in)
+        x = keras.layers.Concatenate(name="with_style")([x, style])
+        inputs = [inputs, style_in]
     for i in range(cfg.layers):
         x = layer_cls(cfg.units, return_sequences=True, name=f"rnn_{i}")(x)
         if cfg.dropout > 0:
@@ -52,20 +59,25 @@ def compile_model(model, cfg: TrainConfig) -> None:
     )
 
 
-def weight_names(cfg: ModelConfig) -> list[str]:
-    names = ["embedding/embeddings"]
+def weight_names(cfg: ModelConfig, styled: bool = False) -> list[str]:
+    names = ["embedding/embeddings"] + (["style/embeddings"] if styled else [])
     for i in range(cfg.layers):
         names += [f"rnn_{i}/{w}" for w in RNN_WEIGHTS]
     return names + ["logits/kernel", "logits/bias"]
 
 
+def is_styled(model) -> bool:
+    return any(layer.name == "style" for layer in model.layers)
+
+
 def get_named_weights(model, cfg: ModelConfig) -> dict[str, np.ndarray]:
+    names = weight_names(cfg, is_styled(model))
     out = {}
-    for name in weight_names(cfg):
+    for name in names:
         layer, _ = name.split("/")
         out.setdefault(layer, model.get_layer(layer).get_weights())
     named = {}
-    for name in weight_names(cfg):
+    for name in names:
         layer, _ = name.split("/")
         named[name] = np.asarray(out[layer].pop(0))
     return named
@@ -73,7 +85,7 @@ def get_named_weights(model, cfg: ModelConfig) -> dict[str, np.ndarray]:
 
 def set_named_weights(model, cfg: ModelConfig, named: dict[str, np.ndarray]) -> None:
     by_layer: dict[str, list[np.ndarray]] = {}
-    for name in weight_names(cfg):
+    for name in weight_names(cfg, is_styled(model)):
         if name not in named:
             raise RunError(f"weights file lacks {name!r}; it does not match this model config")
         by_layer.setdefault(name.split("/")[0], []).append(named[name])

@@ -3,8 +3,9 @@
 A run folder is self-contained; ``sample`` needs nothing else::
 
     RUN/
-      config.json      fully resolved Config + textgen version + format version
-      vocab.json       the characters, in id order
+      config.json      fully resolved Config + textgen version + format version (+ style
+                       names, in style-id order, for runs trained with --style)
+      vocab.json       the characters (or, at word level, the word tokens), in id order
       weights.h5       best weights so far (lowest val loss), textgen's weight format (below)
       last.h5          weights at the last save, plus optimizer state, for resuming
       state.json       epochs/steps done, best val loss, seconds trained
@@ -17,6 +18,8 @@ Weight format (stable, read by h5py without TensorFlow): an HDF5 file with attri
 ``embedding/embeddings`` (V x E), ``rnn_<i>/kernel`` (in x G*U), ``rnn_<i>/recurrent_kernel``
 (U x G*U), ``rnn_<i>/bias`` (G*U, or 2 x 3U for GRU), ``logits/kernel`` (U x V), ``logits/bias``
 (V), where G is 4 for LSTM (gates i, f, c, o), 3 for GRU (z, r, h; reset_after) and 1 for RNN.
+Runs trained with styles add ``style/embeddings`` (S x D); the first layer's input is then the
+token embedding followed by the style embedding (``rnn_0/kernel`` is (E + D) x G*U).
 
 Every file is written atomically: a temp file in the same folder, flush, fsync, ``os.replace``.
 A reader therefore sees either the old or the new version, never a truncated one.
@@ -37,7 +40,7 @@ import numpy as np
 from . import __version__
 from .config import Config
 from .errors import ConfigError, RunError
-from .vocab import Vocab
+from .vocab import Vocab, WordVocab
 
 RUN_FORMAT = 1
 WEIGHTS_FORMAT = "textgen-weights"
@@ -170,11 +173,16 @@ class Run:
 
     path: Path
     config: Config
-    vocab: Vocab
+    vocab: Vocab | WordVocab
     meta: dict[str, Any]  # config.json's other keys: textgen version, format, corpus paths
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    @property
+    def styles(self) -> list[str]:
+        """Style names in style-id order ([] for a run trained without --style)."""
+        return list(self.meta.get("styles") or {})
 
     @property
     def state(self) -> dict[str, Any]:
@@ -292,7 +300,9 @@ def summarise(path: str | Path) -> dict[str, Any]:
         "run": str(run.path.resolve()),
         "textgen": run.meta.get("textgen"),
         "corpus": ", ".join(run.meta.get("corpus", [])),
+        "level": run.vocab.level,
         "vocab_size": len(run.vocab),
+        **({"styles": ", ".join(run.styles)} if run.styles else {}),
         "parameters": params if params is not None else "no weights yet",
         "epochs_done": f"{state.get('epochs_done', 0)} of {run.config.train.epochs}",
         "steps_done": state.get("steps_done", 0),

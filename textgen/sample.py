@@ -1,8 +1,9 @@
 """Weights + prime -> generated text, in NumPy only (never imports TensorFlow or Keras).
 
-The saved network (runs.py describes the weight file) is run one character at a time, carrying
-each layer's recurrent state, so a new character costs one step, not a re-run of a window.
-Several samples are generated together as one batch.
+The saved network (runs.py describes the weight file) is run one token (character or word) at a
+time, carrying each layer's recurrent state, so a new token costs one step, not a re-run of a
+window. Several samples are generated together as one batch. A run trained with styles is fed
+its style's embedding at every step; word tokens are joined with natural spacing (vocab.py).
 
 Choosing the next character: logits / T -> softmax (p proportional to p^(1/T)); T = 0 is
 greedy (argmax). ``top_k`` keeps the K most likely characters, ``top_p`` the smallest set whose
@@ -25,7 +26,7 @@ from . import runs
 from .config import ModelConfig
 from .corpus import clean_chars
 from .errors import PrimeError, RunError
-from .vocab import Vocab, describe_chars
+from .vocab import Vocab, WordVocab, describe_chars
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -51,14 +52,23 @@ class Network:
             raise RunError(f"weights file lacks {e.args[0]!r}; it does not match config.json") from None
         self.embedding = emb
         self.vocab_size = emb.shape[0]
+        style = named.get("style/embeddings")
+        self.style_embedding = None if style is None else style.astype(np.float32)
+        self.n_styles = 0 if style is None else style.shape[0]
 
     def initial_state(self, batch: int) -> list[tuple[np.ndarray, ...]]:
         zeros = lambda: np.zeros((batch, self.units), np.float32)  # noqa: E731
         return [(zeros(), zeros()) if self.cell == "lstm" else (zeros(),) for _ in self.layers]
 
-    def step(self, ids: np.ndarray, state: list) -> tuple[np.ndarray, list]:
-        """ids (B,) -> logits (B, V), new state."""
+    def step(self, ids: np.ndarray, state: list,
+             style: np.ndarray | int | None = None) -> tuple[np.ndarray, list]:
+        """ids (B,) [and style ids (B,) or one for all] -> logits (B, V), new state."""
         x = self.embedding[ids]
+        if self.style_embedding is not None:
+            if style is None:
+                raise RunError("this run was trained with styles; choose one (--style NAME)")
+            s = self.style_embedding[np.broadcast_to(np.asarray(style), (len(ids),))]
+            x = np.concatenate([x, s], axis=1)
         new_state = []
         for (kernel, rec, bias), s in zip(self.layers, state):
             if self.cell == "lstm":
@@ -133,6 +143,7 @@ class SampleRequest:
     n: int = 1  # samples generated as one batch
     seed: int | None = None  # None: a fresh random seed (reported in the result)
     stop: str | None = None  # end a sample at this string (kept in the output)
+    style: str | None = None  # runs trained with styles: which one to write in
 
 
 @dataclass(frozen=True)
@@ -164,13 +175,34 @@ class Generator:
         self.weights_hash = digest.hexdigest()[:16]
 
     def default_prime(self) -> str:
-        return "\n" if "\n" in self.vocab else self.vocab.chars[0]
+        return default_prime(self.vocab)
+
+    @property
+    def styles(self) -> list[str]:
+        return self.run.styles
+
+    def style_id(self, name: str | None) -> int | None:
+        """The id of style ``name``; None for a run without styles. Errors name the choices."""
+        styles = self.styles
+        if not styles:
+            if name is not None:
+                raise PrimeError(f"{self.run.path}: this run was trained without styles; "
+                                 "drop --style")
+            return None
+        if name is None:
+            raise PrimeError(f"{self.run.path}: this run writes in styles "
+                             f"{', '.join(styles)}; choose one with --style NAME")
+        if name not in styles:
+            raise PrimeError(f"unknown style {name!r}; this run has {', '.join(styles)}")
+        return styles.index(name)
 
     def check_prime(self, prime: str) -> np.ndarray:
         """Prime -> ids, after the run's own normalisation; PrimeError lists unknown chars."""
-        if prime == "":
-            raise PrimeError("the prime text is empty; give at least one character")
-        cleaned = clean_chars(prime, self.run.config.clean, self.vocab.chars)
+        if prime == "" or (self.vocab.level == "word" and not self.vocab.encode(prime).size):
+            raise PrimeError("the prime text is empty; give at least one "
+                             + ("character" if self.vocab.level == "char" else "word"))
+        known = self.vocab.tokens if self.vocab.level == "char" else None
+        cleaned = clean_chars(prime, self.run.config.clean, known)
         missing = self.vocab.missing(cleaned)
         if missing:
             rare = set(self.run.meta.get("rare_chars", ()))
@@ -189,7 +221,8 @@ class Generator:
         if not path.exists():
             raise RunError(f"{path}: missing, so --prime random is not available for this run")
         text = path.read_text(encoding="utf-8")
-        length = length or self.run.config.window.window
+        length = length or self.run.config.window.window * (1 if self.vocab.level == "char"
+                                                            else 5)
         rng = np.random.default_rng(seed)
         starts = [i + 1 for i, ch in enumerate(text[: max(len(text) - length, 1)]) if ch == " "]
         start = int(rng.choice(starts)) if starts else 0
@@ -208,46 +241,73 @@ class Generator:
                on_text: Callable[[int, str], None] | None = None) -> list[Sample]:
         """Generate ``req.n`` samples as one batch. ``on_text(i, chars)`` streams new text."""
         validate_request(req)
+        style = self.style_id(req.style)
         prime = self.default_prime() if req.prime is None else req.prime
         prime_ids = self.check_prime(prime)
         seed = secrets.randbelow(2**31) if req.seed is None else req.seed
-        texts = generate_texts(self.network, self.vocab, prime_ids, req, seed, on_text)
+        texts = generate_texts(self.network, self.vocab, prime_ids, req, seed, on_text, style)
         return [Sample(text=t, prime=prime, seed=seed, index=i) for i, t in enumerate(texts)]
 
 
-def generate_texts(net: Network, vocab: Vocab, prime_ids: np.ndarray, req: SampleRequest,
-                   seed: int, on_text: Callable[[int, str], None] | None = None) -> list[str]:
-    """The generation loop: feed the prime, then draw one character per step per sample."""
+def default_prime(vocab: Vocab | WordVocab) -> str:
+    """A newline (the document separator) when the vocabulary has one."""
+    return "\n" if "\n" in vocab else vocab.tokens[0 if vocab.level == "char" else 1]
+
+
+def generate_texts(net: Network, vocab: Vocab | WordVocab, prime_ids: np.ndarray,
+                   req: SampleRequest, seed: int,
+                   on_text: Callable[[int, str], None] | None = None,
+                   style: int | None = None) -> list[str]:
+    """The generation loop: feed the prime, then draw one token per step per sample.
+
+    ``req.chars`` bounds the characters of text produced (word tokens may overshoot by one
+    word); ``<unk>`` is never drawn.
+    """
     rng = np.random.default_rng(seed)
     n = req.n
     state = net.initial_state(n)
     for i in prime_ids:
-        logits, state = net.step(np.full(n, i, dtype=np.int64), state)
+        logits, state = net.step(np.full(n, i, dtype=np.int64), state, style)
 
     limit = req.chars if req.chars is not None else math.inf
     out: list[list[str]] = [[] for _ in range(n)]
+    length = np.zeros(n, dtype=np.int64)
     newlines = np.zeros(n, dtype=np.int64)
     done = np.zeros(n, dtype=bool)
-    chars = vocab.chars
-    produced = 0
-    while not done.all() and produced < limit:
+    tokens = vocab.tokens
+    previous: list[str | None] = [tokens[int(prime_ids[-1])] if len(prime_ids) else None] * n
+    tail = max(len(req.stop or ""), 1) * 2
+    while not done.all():
+        if vocab.unk_id is not None:
+            logits = logits.copy()
+            logits[:, vocab.unk_id] = -np.inf
         probs = probabilities(logits, req.temperature, req.top_k, req.top_p)
         ids = choose(probs, rng)
-        produced += 1
         for b in np.flatnonzero(~done):
-            ch = chars[ids[b]]
-            out[b].append(ch)
+            token = tokens[ids[b]]
+            text = vocab.piece(previous[b], token)
+            previous[b] = token
+            out[b].append(text)
+            length[b] += len(text)
             if on_text:
-                on_text(int(b), ch)
-            if ch == "\n":
+                on_text(int(b), text)
+            if token == "\n":
                 newlines[b] += 1
                 if req.lines is not None and newlines[b] >= req.lines:
                     done[b] = True
-            if req.stop and ch == req.stop[-1] and "".join(out[b][-len(req.stop):]) == req.stop:
+            if length[b] >= limit:
                 done[b] = True
-        if not done.all() and produced < limit:
-            logits, state = net.step(ids, state)
-    return ["".join(o) for o in out]
+            if req.stop and req.stop in "".join(out[b][-tail:]):
+                done[b] = True
+        if not done.all():
+            logits, state = net.step(ids, state, style)
+    return [_cut_at_stop("".join(o), req.stop) for o in out]
+
+
+def _cut_at_stop(text: str, stop: str | None) -> str:
+    if stop and stop in text:
+        return text[: text.index(stop) + len(stop)]
+    return text
 
 
 def validate_request(req: SampleRequest) -> None:

@@ -42,7 +42,7 @@ from . import runs
 from .config import Config
 from .data import prepare
 from .errors import RunError, TextgenError, TrainingDiverged
-from .vocab import Vocab
+from .vocab import Vocab, WordVocab
 from .windows import steps_per_epoch
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TF import: hide C++ info banners
@@ -88,28 +88,34 @@ class TrainResult:
 
 def train(inputs: list[str], config: Config, out: Path, *, resume: bool = False,
           save_every: int | None = None, verbose: int | None = None,
-          root: Path = runs.DEFAULT_ROOT) -> TrainResult:
-    """Train a model on ``inputs`` into run folder ``out`` (resuming it if ``resume``)."""
+          root: Path = runs.DEFAULT_ROOT,
+          styles: dict[str, list[str]] | None = None) -> TrainResult:
+    """Train a model on ``inputs`` into run folder ``out`` (resuming it if ``resume``).
+
+    With ``styles`` ({name: inputs}) the model is conditioned on the style of its text
+    (``inputs`` is then ignored).
+    """
     stop = StopFlag()
     with _signals_to(stop):
-        return _train(inputs, config, Path(out), resume, save_every, verbose, root, stop)
+        return _train(inputs, config, Path(out), resume, save_every, verbose, root, stop,
+                      styles or None)
 
 
-def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> TrainResult:
+def _train(inputs, config, out, resume, save_every, verbose, root, stop, styles) -> TrainResult:
     if config.train.tensorboard:
         try:
             import tensorboard  # noqa: F401 - TF's summaries need it
         except ImportError:
             raise TextgenError('--tensorboard needs TensorBoard: pip install '
                                '"textgen[tensorboard]"') from None
-    data = prepare(inputs, config)
+    data = prepare(inputs, config, styles=styles)
     split = data.split
     if verbose != 0:
         print(data.describe(), file=sys.stderr)
 
     if resume:
         run = runs.open_run(out)
-        _check_compatible(run, config, data.vocab)
+        _check_compatible(run, config, data.vocab, list(data.styles))
         if config != run.config:  # e.g. more epochs: record what the run now aims at
             doc = runs.config_document(config, {k: v for k, v in run.meta.items()
                                                 if k not in ("format", "version", "textgen")})
@@ -118,9 +124,14 @@ def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> Trai
         if config.train.seed is None:
             config = config.with_seed(random.SystemRandom().randrange(2**31))
         runs.prepare_new_run(out)
-        doc = runs.config_document(config, {
-            "corpus": [p if p == "-" else str(Path(p).resolve()) for p in map(str, inputs)],
-            "rare_chars": data.report["rare_chars"]})
+        extra = {"corpus": _resolved(inputs if not styles else
+                                     [p for paths in styles.values() for p in paths]),
+                 "rare_chars": data.report["rare_chars"]}
+        if data.styles:  # from --style NAME=CORPUS, or from a JSON field (--style-field)
+            extra["styles"] = {name: _resolved(styles[name] if styles else
+                                               data.report["styles"][name]["files"])
+                               for name in data.styles}
+        doc = runs.config_document(config, extra)
         runs.write_json(out / runs.CONFIG_FILE, doc)
         runs.write_text(out / runs.VOCAB_FILE, data.vocab.to_json() + "\n")
         runs.write_json(out / runs.CORPUS_REPORT, data.report)
@@ -129,7 +140,11 @@ def _train(inputs, config, out, resume, save_every, verbose, root, stop) -> Trai
     runs.point_latest(out, root)
 
     return _fit(config, data.vocab, split, out, resume=resume, save_every=save_every,
-                verbose=verbose, stop=stop)
+                verbose=verbose, stop=stop, n_styles=len(data.styles))
+
+
+def _resolved(paths) -> list[str]:
+    return [p if p == "-" else str(Path(p).resolve()) for p in map(str, paths)]
 
 
 # What may change when resuming: when to stop, what to log, and which devices compute.
@@ -140,7 +155,8 @@ RESUMABLE_CHANGES = {("train", key) for key in (
     "strategy", "precision")}
 
 
-def _check_compatible(run: runs.Run, config: Config, vocab: Vocab) -> None:
+def _check_compatible(run: runs.Run, config: Config, vocab: Vocab | WordVocab,
+                      styles: list[str]) -> None:
     """Refuse to resume with a different setup or vocabulary; list the differences."""
     diffs = []
     old_all, new_all = run.config.to_dict(), config.to_dict()
@@ -149,10 +165,12 @@ def _check_compatible(run: runs.Run, config: Config, vocab: Vocab) -> None:
             new = new_all[section][key]
             if new != value and (section, key) not in RESUMABLE_CHANGES:
                 diffs.append(f"{section}.{key} {value!r} -> {new!r}")
+    if run.styles != styles:
+        diffs.append(f"styles {run.styles!r} -> {styles!r}")
     if run.vocab != vocab:
-        added = sorted(set(vocab.chars) - set(run.vocab.chars))
-        removed = sorted(set(run.vocab.chars) - set(vocab.chars))
-        diffs.append(f"vocabulary differs (new chars {added!r}, missing {removed!r})")
+        added = sorted(set(vocab.tokens) - set(run.vocab.tokens))[:10]
+        removed = sorted(set(run.vocab.tokens) - set(vocab.tokens))[:10]
+        diffs.append(f"vocabulary differs (new {added!r}, missing {removed!r})")
     if diffs:
         raise RunError(f"{run.path}: cannot resume with a different setup: " + "; ".join(diffs))
 
@@ -165,8 +183,9 @@ def _set_determinism(seed: int) -> None:
     tf.config.experimental.enable_op_determinism()
 
 
-def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
-         save_every: int | None, verbose: int | None, stop: StopFlag) -> TrainResult:
+def _fit(config: Config, vocab: Vocab | WordVocab, split, out: Path, *, resume: bool,
+         save_every: int | None, verbose: int | None, stop: StopFlag,
+         n_styles: int = 0) -> TrainResult:
     import keras
 
     from .devices import adapt_to_strategy, make_strategy, set_precision, shard_options
@@ -178,7 +197,7 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
     set_precision(config.train.precision)
     strategy = make_strategy(config.train.strategy)
     with strategy.scope():
-        model = build_model(config.model, len(vocab))
+        model = build_model(config.model, len(vocab), n_styles)
         compile_model(model, config.train)
         model.optimizer.build(model.trainable_variables)
     adapt_to_strategy(model, strategy)
@@ -194,7 +213,8 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
         return TrainResult(out, start.epoch, start.step, _finite(start.best))
 
     has_val = len(split.val) > 0
-    val = val_dataset(split.val, config.window, split.val_starts) if has_val else None
+    val = (val_dataset(split.val, config.window, split.val_starts, split.val_segments)
+           if has_val else None)
     shard = shard_options(strategy)
     if val is not None and shard is not None:
         val = val.with_options(shard)
@@ -226,7 +246,7 @@ def _fit(config: Config, vocab: Vocab, split, out: Path, *, resume: bool,
     with contextlib.redirect_stdout(sys.stderr):
         for initial_epoch, end_epoch, steps, skip in phases:
             ds = train_dataset(split.train, config.window, seed, epochs, spe, skip=skip,
-                               starts=split.train_starts)
+                               starts=split.train_starts, segments=split.train_segments)
             if shard is not None:
                 ds = ds.with_options(shard)
             model.fit(ds, epochs=end_epoch, initial_epoch=initial_epoch, steps_per_epoch=steps,
@@ -478,17 +498,23 @@ def _make_saver_class():
 
 
 def write_samples(out: Path, config: Config, named: dict, epoch: int, step: int) -> None:
-    """Samples at a few temperatures from the current weights: to stderr and samples.txt."""
+    """Samples at a few temperatures (for each style) from the current weights: to stderr and
+    samples.txt."""
     from .sample import Network, SampleRequest, generate_texts
 
-    vocab = Vocab.load(out / runs.VOCAB_FILE)
+    run = runs.open_run(out)
+    vocab = run.vocab
     net = Network(config.model, named)
     blocks = [f"===== epoch {epoch}, step {step}"]
-    for t in SAMPLE_TEMPERATURES:
-        req = SampleRequest(chars=config.train.sample_chars, temperature=t, seed=epoch)
-        prime = vocab.encode("\n" if "\n" in vocab else vocab.chars[0])
-        text = generate_texts(net, vocab, prime, req, seed=epoch)[0]
-        blocks.append(f"----- temperature {t}\n{text}")
+    prime = vocab.encode("\n" if "\n" in vocab else vocab.tokens[-1])
+    for style, name in enumerate(run.styles or [None]):
+        for t in SAMPLE_TEMPERATURES:
+            req = SampleRequest(chars=config.train.sample_chars, temperature=t, seed=epoch,
+                                style=name)
+            text = generate_texts(net, vocab, prime, req, seed=epoch,
+                                  style=style if name else None)[0]
+            label = f", style {name}" if name else ""
+            blocks.append(f"----- temperature {t}{label}\n{text}")
     block = "\n".join(blocks) + "\n"
     print(block, file=sys.stderr, end="")
     path = out / SAMPLES_FILE

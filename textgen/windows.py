@@ -35,6 +35,40 @@ class Split:
     # per window (120 MB for 100 MB of text) and copies of them.
     train_starts: np.ndarray | None
     val_starts: np.ndarray  # non-overlapping window starts into ``val``
+    # With styles: where each style's part of ``train`` / ``val`` begins (style id = index);
+    # a window's style is that of the part its start lies in.
+    train_segments: np.ndarray | None = None
+    val_segments: np.ndarray | None = None
+
+    def style_of(self, starts: np.ndarray, part: str = "train") -> np.ndarray:
+        segments = self.train_segments if part == "train" else self.val_segments
+        return np.searchsorted(segments, starts, side="right") - 1
+
+
+def combine_splits(splits: list[Split], cfg: WindowConfig) -> tuple[Split, list[int]]:
+    """One Split over several styles' splits (train parts joined, val parts joined).
+
+    With ``cfg.balance_styles`` a smaller style's windows are listed ``repeat`` times (about
+    largest / own window count), so each style is drawn about equally often. Returns the split
+    and each style's repeat factor.
+    """
+    starts = [s.train_starts if s.train_starts is not None else
+              window_starts(len(s.train), cfg.window, cfg.step) for s in splits]
+    most = max(len(x) for x in starts)
+    repeats = [max(1, round(most / len(x))) if cfg.balance_styles else 1 for x in starts]
+    train_off = np.cumsum([0] + [len(s.train) for s in splits])
+    val_off = np.cumsum([0] + [len(s.val) for s in splits])
+    dtype = np.int32 if train_off[-1] < 2**31 else np.int64
+    train_starts = np.concatenate([np.tile(x.astype(dtype) + off, r)
+                                   for x, off, r in zip(starts, train_off, repeats)])
+    val_starts = np.concatenate([s.val_starts.astype(dtype) + off
+                                 for s, off in zip(splits, val_off)])
+    split = Split(train=np.concatenate([s.train for s in splits]),
+                  val=np.concatenate([s.val for s in splits]),
+                  n_train_windows=len(train_starts), train_starts=train_starts,
+                  val_starts=val_starts, train_segments=train_off[:-1].astype(np.int64),
+                  val_segments=val_off[:-1].astype(np.int64))
+    return split, repeats
 
 
 def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus",
@@ -99,12 +133,19 @@ def steps_per_epoch(n_windows: int, cfg: WindowConfig, cap: int | None) -> int:
     return min(steps, cap) if cap else steps
 
 
-def _gather(ids_v, starts, window: int):
+def _gather(ids_v, starts, window: int, segments=None):
+    """Windows at ``starts``: (x, y), or ((x, style), y) with style segments (style ids repeated
+    at every position, the model's second input)."""
     import tensorflow as tf
 
-    positions = tf.cast(starts, tf.int64)[:, None] + tf.range(window + 1, dtype=tf.int64)[None, :]
+    starts = tf.cast(starts, tf.int64)
+    positions = starts[:, None] + tf.range(window + 1, dtype=tf.int64)[None, :]
     seq = tf.cast(tf.gather(ids_v, positions), tf.int32)
-    return seq[:, :-1], seq[:, 1:]
+    x, y = seq[:, :-1], seq[:, 1:]
+    if segments is None:
+        return x, y
+    style = tf.searchsorted(segments, starts, side="right") - 1
+    return (x, tf.broadcast_to(tf.cast(style, tf.int32)[:, None], tf.shape(x))), y
 
 
 def _held(array: np.ndarray):
@@ -116,7 +157,8 @@ def _held(array: np.ndarray):
 
 
 def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
-                  steps: int, skip: int = 0, starts: np.ndarray | None = None):
+                  steps: int, skip: int = 0, starts: np.ndarray | None = None,
+                  segments: np.ndarray | None = None):
     """Batches for ``epochs`` epochs of ``steps`` steps each, reshuffled per epoch, after ``skip``.
 
     ``starts=None`` means every ``cfg.step``-th offset. Epoch ``e`` visits the windows in the
@@ -153,16 +195,20 @@ def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
     ds = tf.data.Dataset.range(epochs).flat_map(
         lambda e: tf.data.Dataset.range(per_epoch).map(lambda b: (e, b)))
     ds = ds.skip(skip).map(batch_starts)
-    ds = ds.map(lambda s: _gather(ids_v, s, cfg.window), num_parallel_calls=tf.data.AUTOTUNE)
+    seg = None if segments is None else tf.constant(segments, tf.int64)
+    ds = ds.map(lambda s: _gather(ids_v, s, cfg.window, seg),
+                num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def val_dataset(ids: np.ndarray, cfg: WindowConfig, starts: np.ndarray | None = None):
+def val_dataset(ids: np.ndarray, cfg: WindowConfig, starts: np.ndarray | None = None,
+                segments: np.ndarray | None = None):
     """Non-overlapping windows over the validation tail, in order (each target scored once)."""
     import tensorflow as tf
 
     if starts is None:
         starts = window_starts(len(ids), cfg.window, cfg.window)
     ids_v = _held(ids)
+    seg = None if segments is None else tf.constant(segments, tf.int64)
     ds = tf.data.Dataset.from_tensor_slices(starts).batch(cfg.batch_size)
-    return ds.map(lambda s: _gather(ids_v, s, cfg.window)).prefetch(tf.data.AUTOTUNE)
+    return ds.map(lambda s: _gather(ids_v, s, cfg.window, seg)).prefetch(tf.data.AUTOTUNE)
