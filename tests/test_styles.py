@@ -59,10 +59,11 @@ def test_combined_windows_stay_in_one_style_and_are_balanced():
     val_styles = split.style_of(split.val_starts, "val")
     for start, style in zip(split.val_starts, val_styles):
         assert (split.val[start : start + cfg.window + 1] == style).all()
-    unbalanced, r = combine_splits([split_ids(a, cfg), split_ids(b, cfg)],
-                                   WindowConfig(window=5, step=1, val_split=0.2,
-                                                balance_styles=False))
-    assert r == [1, 1] and unbalanced.n_train_windows < split.n_train_windows
+    for balance, expected in ((0.0, [1, 1]), (0.5, [1, 2])):  # sqrt(396 / 76) = 2.3
+        other, r = combine_splits([split_ids(a, cfg), split_ids(b, cfg)],
+                                  WindowConfig(window=5, step=1, val_split=0.2,
+                                               style_balance=balance))
+        assert r == expected and other.n_train_windows < split.n_train_windows
 
 
 def test_pipeline_feeds_each_window_its_style():

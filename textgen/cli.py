@@ -138,8 +138,9 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
                    "replaces CORPUS); sample with --style NAME.")
 @click.option("--style-field", metavar="FIELD",
               help="JSON/JSONL CORPUS: the record field naming each record's style.")
-@click.option("--balance-styles/--no-balance-styles", default=None,
-              help="Draw each style's windows about equally often [yes].")
+@click.option("--style-balance", type=click.FloatRange(0, 1), metavar="A",
+              help="Draw each style's windows in proportion to (its windows)^(1-A): 1 = all "
+                   "styles equally often, 0 = as in the text, 0.5 between [1].")
 @click.option("--style-dim", type=click.IntRange(min=1), help="Style embedding size [16].")
 @click.option("--level", type=click.Choice(["char", "word"]),
               help="Tokens: characters, or words with punctuation and newlines [char].")
@@ -211,7 +212,7 @@ def train(corpus, config_file, out, resume, save_every, styles, **flags):
     sections = {
         "clean": (*CLEAN_KEYS, "style_field"),
         "tokens": ("level", "max_words"),
-        "window": ("window", "step", "val_split", "batch_size", "balance_styles"),
+        "window": ("window", "step", "val_split", "batch_size", "style_balance"),
         "model": ("cell", "layers", "units", "dropout", "embedding_dim", "style_dim"),
         "train": ("epochs", "steps_per_epoch", "optimizer", "lr", "clipnorm", "seed",
                   "patience", "max_minutes", "sample_every", "sample_chars", "tensorboard",

@@ -107,7 +107,7 @@ class WindowConfig:
     step: int = 3  # characters between the starts of consecutive windows
     val_split: float = 0.1  # fraction of the text, taken from its end, held out for validation
     batch_size: int = 128  # windows per training step
-    balance_styles: bool = True  # with --style: draw each style's windows equally often
+    style_balance: float = 1.0  # with --style: 1 draws every style equally often, 0 as in the text
 
     def validate(self) -> None:
         _positive("window.window", self.window)
@@ -115,6 +115,8 @@ class WindowConfig:
         _positive("window.batch_size", self.batch_size)
         if not (0.0 <= self.val_split < 1.0):
             raise ConfigError(f"window.val_split must be in [0, 1), got {self.val_split}")
+        if not (0.0 <= self.style_balance <= 1.0):
+            raise ConfigError(f"window.style_balance must be in [0, 1], got {self.style_balance}")
 
 
 @dataclass(frozen=True)

@@ -48,14 +48,14 @@ class Split:
 def combine_splits(splits: list[Split], cfg: WindowConfig) -> tuple[Split, list[int]]:
     """One Split over several styles' splits (train parts joined, val parts joined).
 
-    With ``cfg.balance_styles`` a smaller style's windows are listed ``repeat`` times (about
-    largest / own window count), so each style is drawn about equally often. Returns the split
-    and each style's repeat factor.
+    A smaller style's windows are listed ``repeat`` = round((largest / own window count) ^ A)
+    times, A = ``cfg.style_balance``: with A = 1 each style is drawn about equally often, with
+    A = 0 in proportion to its text. Returns the split and each style's repeat factor.
     """
     starts = [s.train_starts if s.train_starts is not None else
               window_starts(len(s.train), cfg.window, cfg.step) for s in splits]
     most = max(len(x) for x in starts)
-    repeats = [max(1, round(most / len(x))) if cfg.balance_styles else 1 for x in starts]
+    repeats = [max(1, round((most / len(x)) ** cfg.style_balance)) for x in starts]
     train_off = np.cumsum([0] + [len(s.train) for s in splits])
     val_off = np.cumsum([0] + [len(s.val) for s in splits])
     dtype = np.int32 if train_off[-1] < 2**31 else np.int64
