@@ -46,7 +46,7 @@ def test_numpy_styled_network_matches_keras(cell):
 
 
 def test_combined_windows_stay_in_one_style_and_are_balanced():
-    cfg = WindowConfig(window=5, step=1, val_split=0.2, batch_size=4)
+    cfg = WindowConfig(window=5, step=1, val_split=0.2, batch_size=4, style_balance=1.0)
     a = np.zeros(500, np.uint8)  # style 0 is all zeros
     b = np.ones(100, np.uint8)  # style 1 all ones, five times shorter
     split, repeats = combine_splits([split_ids(a, cfg), split_ids(b, cfg)], cfg)
@@ -103,7 +103,8 @@ def test_styled_run_records_its_styles(styled_run):
     config = json.loads((styled_run / "config.json").read_text())
     assert list(config["styles"]) == ["sat", "ran"]
     report = json.loads((styled_run / "corpus.json").read_text())
-    assert report["styles"]["ran"]["repeat"] == 5 and report["styles"]["sat"]["repeat"] == 1
+    # Default --style-balance 0.5: round(sqrt(696 / 133 windows)) = 2.
+    assert report["styles"]["ran"]["repeat"] == 2 and report["styles"]["sat"]["repeat"] == 1
     samples = (styled_run / "samples.txt").read_text()
     assert "style sat" in samples and "style ran" in samples
 

@@ -140,7 +140,7 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
               help="JSON/JSONL CORPUS: the record field naming each record's style.")
 @click.option("--style-balance", type=click.FloatRange(0, 1), metavar="A",
               help="Draw each style's windows in proportion to (its windows)^(1-A): 1 = all "
-                   "styles equally often, 0 = as in the text, 0.5 between [1].")
+                   "styles equally often, 0 = as in the text [0.5].")
 @click.option("--style-dim", type=click.IntRange(min=1), help="Style embedding size [16].")
 @click.option("--level", type=click.Choice(["char", "word"]),
               help="Tokens: characters, or words with punctuation and newlines [char].")

@@ -107,7 +107,10 @@ class WindowConfig:
     step: int = 3  # characters between the starts of consecutive windows
     val_split: float = 0.1  # fraction of the text, taken from its end, held out for validation
     batch_size: int = 128  # windows per training step
-    style_balance: float = 1.0  # with --style: 1 draws every style equally often, 0 as in the text
+    # With --style: a style's windows are repeated (largest / own)^style_balance times: 1 draws
+    # every style equally often, 0 as in the text. 0.5 classified held-out plays vs sonnets
+    # passages better (97.7% vs 90.2%) than 1, which overfits the small style.
+    style_balance: float = 0.5
 
     def validate(self) -> None:
         _positive("window.window", self.window)

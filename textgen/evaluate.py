@@ -262,8 +262,9 @@ def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: in
     # the training text, the part next to the validation split.
     train_ids = split.train[-BASELINE_CHARS:]
     segments = None
+    unit = "chars" if vocab.level == "char" else "tokens"
     if corpus is None:
-        test_ids, source = split.val, f"the run's validation split ({len(split.val):,} tokens)"
+        test_ids, source = split.val, f"the run's validation split ({len(split.val):,} {unit})"
         segments = split.val_segments
         if len(test_ids) < 2:
             raise RunError(f"{run.path}: the run has no validation split; pass --corpus FILE")
@@ -296,7 +297,6 @@ def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: in
     test_text = as_text(test_ids, vocab)
     kn = KneserNey(train_text, order, vocab_size=len(vocab))
     # Like the model's streams, the n-gram sees no context before the held-out text's start.
-    unit = "chars" if vocab.level == "char" else "tokens"
     rows.append((f"{order}-gram Kneser-Ney" + ("" if unit == "chars" else " (words)"),
                  kn.loss(test_text[1:], context=test_text[:1])))
     fitted = (f"baselines fitted on the last {len(train_ids):,} of {len(split.train):,} "
