@@ -46,6 +46,24 @@ def _timed_fit(model, ds, warmup: int, steps: int) -> float:
     return marks[warmup + steps] - marks[warmup]
 
 
+def seed_style_model(cfg, vocab_size: int):
+    """The seeds' model: one-hot input, LSTM-Dropout-LSTM(last step)-Dropout-softmax, trained
+    on the last character of each window only (also used by bench/train_speed.py)."""
+    import keras
+
+    inputs = keras.Input((cfg.window.window,), dtype="int32")
+    x = keras.ops.one_hot(inputs, vocab_size)  # the seeds fed one-hot arrays; here in-graph
+    x = keras.layers.LSTM(cfg.model.units, return_sequences=True)(x)
+    x = keras.layers.Dropout(cfg.model.dropout)(x)
+    x = keras.layers.LSTM(cfg.model.units)(x)
+    x = keras.layers.Dropout(cfg.model.dropout)(x)
+    out = keras.layers.Dense(vocab_size, activation="softmax")(x)
+    model = keras.Model(inputs, out)
+    model.compile(optimizer=keras.optimizers.RMSprop(0.01),
+                  loss="sparse_categorical_crossentropy")
+    return model
+
+
 def bench_training(steps: int) -> dict:
     import keras
 
@@ -65,18 +83,7 @@ def bench_training(steps: int) -> dict:
     secs = _timed_fit(model, ds, warmup, steps)
     ours = steps * cfg.window.batch_size * cfg.window.window / secs
 
-    # Seed-style: one-hot input, LSTM-Dropout-LSTM(last step)-Dropout-softmax, last char only.
-    w = cfg.window.window
-    inputs = keras.Input((w,), dtype="int32")
-    x = keras.ops.one_hot(inputs, vocab_size)  # the seeds fed one-hot arrays; here in-graph
-    x = keras.layers.LSTM(cfg.model.units, return_sequences=True)(x)
-    x = keras.layers.Dropout(cfg.model.dropout)(x)
-    x = keras.layers.LSTM(cfg.model.units)(x)
-    x = keras.layers.Dropout(cfg.model.dropout)(x)
-    out = keras.layers.Dense(vocab_size, activation="softmax")(x)
-    seed_model = keras.Model(inputs, out)
-    seed_model.compile(optimizer=keras.optimizers.RMSprop(0.01),
-                       loss="sparse_categorical_crossentropy")
+    seed_model = seed_style_model(cfg, vocab_size)
     seed_ds = ds.map(lambda x, y: (x, y[:, -1]))
     seed_steps = max(steps // 2, 10)
     secs_seed = _timed_fit(seed_model, seed_ds, warmup, seed_steps)

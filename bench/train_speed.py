@@ -99,21 +99,12 @@ def bench_config(name: str, cfg, data, steps: int) -> dict:
 
 
 def bench_seed(cfg, data, steps: int) -> dict:
-    import keras
+    from speed import seed_style_model  # bench/speed.py, beside this script
 
     from textgen.windows import train_dataset
 
     w, v = cfg.window.window, len(data.vocab)
-    inputs = keras.Input((w,), dtype="int32")
-    x = keras.ops.one_hot(inputs, v)
-    x = keras.layers.LSTM(cfg.model.units, return_sequences=True)(x)
-    x = keras.layers.Dropout(cfg.model.dropout)(x)
-    x = keras.layers.LSTM(cfg.model.units)(x)
-    x = keras.layers.Dropout(cfg.model.dropout)(x)
-    out = keras.layers.Dense(v, activation="softmax")(x)
-    model = keras.Model(inputs, out)
-    model.compile(optimizer=keras.optimizers.RMSprop(0.01),
-                  loss="sparse_categorical_crossentropy")
+    model = seed_style_model(cfg, v)
     ds = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6)
     ds = ds.map(lambda x, y: (x, y[:, -1]))
     split = step_split(model, ds, steps)

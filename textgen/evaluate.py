@@ -278,8 +278,6 @@ def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: in
 
             raise RunError(f"{corpus}: characters the model never saw: {describe_chars(unknown)}")
         test_ids, source = vocab.encode(text), f"{corpus} ({len(text):,} chars)"
-        if gen.styles:
-            segments = np.zeros(0, np.int64)  # scored below under the chosen style
     style_id = gen.style_id(style) if corpus is not None and gen.styles else None
 
     def loss(net):
