@@ -72,3 +72,16 @@ def test_too_short_corpus_is_a_clear_error():
         split_ids(np.zeros(300, np.uint8), cfg, source="small.txt")
     with pytest.raises(CorpusError, match="fewer than one window"):
         split_ids(np.zeros(30, np.uint8), WindowConfig(window=40, val_split=0.0))
+
+
+def test_pipelines_prefetch_with_autotuning_off():
+    ids = np.arange(200, dtype=np.uint8)
+    cfg = WindowConfig(window=10, step=3, batch_size=4, val_split=0.0)
+    for ds in (train_dataset(ids, cfg, seed=1, epochs=1, steps=5), val_dataset(ids, cfg)):
+        assert ds.options().autotune.enabled is False
+    tuned = train_dataset(ids, cfg, seed=1, epochs=1, steps=5, autotune=True)
+    assert tuned.options().autotune.enabled is not False
+    fixed = train_dataset(ids, cfg, seed=1, epochs=1, steps=5)
+    for (x1, y1), (x2, y2) in zip(_batches(tuned), _batches(fixed), strict=True):
+        np.testing.assert_array_equal(x1, x2)  # the same batches either way
+        np.testing.assert_array_equal(y1, y2)

@@ -12,6 +12,11 @@ The training order is a pure function of (seed, epoch): epoch ``e`` visits the w
 order of the stateless permutation ``index_shuffle(seed=(seed, e))``, computed batch by batch.
 A run resumed at global step ``k`` skips the first ``k`` (epoch, batch) pairs (no data is
 touched) and sees exactly the batches it would have seen.
+
+Pipelines use fixed, small settings and tf.data's autotuning is switched off (``finish``):
+gathering a batch takes well under a millisecond against a training step of tens, and on a
+2-core machine the autotuner's threads halved training throughput in about half of all
+``fit`` calls (bench/train_speed.py measures both).
 """
 
 from __future__ import annotations
@@ -158,7 +163,7 @@ def _held(array: np.ndarray):
 
 def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
                   steps: int, skip: int = 0, starts: np.ndarray | None = None,
-                  segments: np.ndarray | None = None):
+                  segments: np.ndarray | None = None, autotune: bool = False):
     """Batches for ``epochs`` epochs of ``steps`` steps each, reshuffled per epoch, after ``skip``.
 
     ``starts=None`` means every ``cfg.step``-th offset. Epoch ``e`` visits the windows in the
@@ -196,9 +201,7 @@ def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
         lambda e: tf.data.Dataset.range(per_epoch).map(lambda b: (e, b)))
     ds = ds.skip(skip).map(batch_starts)
     seg = None if segments is None else tf.constant(segments, tf.int64)
-    ds = ds.map(lambda s: _gather(ids_v, s, cfg.window, seg),
-                num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return finish(ds.map(lambda s: _gather(ids_v, s, cfg.window, seg)), autotune)
 
 
 def val_dataset(ids: np.ndarray, cfg: WindowConfig, starts: np.ndarray | None = None,
@@ -211,4 +214,19 @@ def val_dataset(ids: np.ndarray, cfg: WindowConfig, starts: np.ndarray | None = 
     ids_v = _held(ids)
     seg = None if segments is None else tf.constant(segments, tf.int64)
     ds = tf.data.Dataset.from_tensor_slices(starts).batch(cfg.batch_size)
-    return ds.map(lambda s: _gather(ids_v, s, cfg.window, seg)).prefetch(tf.data.AUTOTUNE)
+    return finish(ds.map(lambda s: _gather(ids_v, s, cfg.window, seg)))
+
+
+PREFETCH = 2  # batches gathered ahead of the training step
+
+
+def finish(ds, autotune: bool = False):
+    """Prefetch ``PREFETCH`` batches with tf.data's autotuning off; ``autotune=True`` gives
+    tf.data's own default instead (bench/train_speed.py compares the two)."""
+    import tensorflow as tf
+
+    if autotune:
+        return ds.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return ds.prefetch(PREFETCH).with_options(options)
