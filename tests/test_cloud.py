@@ -178,3 +178,22 @@ def test_two_workers_on_loopback_train_the_same_model(tiny_corpus, tmp_path):
         np.testing.assert_allclose(other[name], chief[name], rtol=1e-6, atol=1e-7)
     steps = json.loads((tmp_path / "worker0" / "state.json").read_text())["steps_done"]
     assert steps == 6
+
+
+THREADS_CHILD = """
+import sys
+from textgen.devices import set_threads
+print(set_threads(int(sys.argv[1])))
+import tensorflow as tf
+t = tf.config.threading
+print(t.get_intra_op_parallelism_threads(), t.get_inter_op_parallelism_threads())
+"""
+
+
+@pytest.mark.parametrize("cores,expected", [("2", "(1, 2)\n1 2"), ("1", "(1, 1)\n1 1"),
+                                            ("8", "None\n0 0")])
+def test_thread_settings_only_on_a_small_cpu(cores, expected):
+    # A fresh process: thread settings can only change before TensorFlow starts.
+    out = subprocess.run([sys.executable, "-c", THREADS_CHILD, cores], capture_output=True,
+                         text=True, check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.stdout.strip() == expected  # 0 0: TensorFlow's own defaults stay

@@ -57,6 +57,32 @@ def worker_role() -> tuple[str, int]:
     return task.get("type", "chief"), int(task.get("index", 0))
 
 
+SMALL_CPU = 2  # cores; the thread settings below were measured on a 2-core machine only
+
+
+def set_threads(cores: int | None = None) -> tuple[int, int] | None:
+    """On a CPU-only machine of at most ``SMALL_CPU`` cores: one thread per op (intra-op 1), and
+    as many ops at once as there are cores (inter-op). An LSTM step's operations are too small
+    to split across cores: bench/train_speed.py measures these settings against TensorFlow's
+    own (which use every core in every op). Returns (intra, inter), or None where TensorFlow's
+    defaults stay (a GPU, more cores, or TensorFlow already running in this process)."""
+    import tensorflow as tf
+
+    cores = cores or os.cpu_count() or 1
+    if cores > SMALL_CPU or gpus():
+        return None
+    threading = tf.config.threading
+    if (threading.get_intra_op_parallelism_threads(),
+            threading.get_inter_op_parallelism_threads()) == (1, cores):
+        return 1, cores
+    try:
+        threading.set_intra_op_parallelism_threads(1)
+        threading.set_inter_op_parallelism_threads(cores)
+    except RuntimeError:  # TensorFlow has already started in this process: keep its settings
+        return None
+    return 1, cores
+
+
 def set_precision(precision: str) -> None:
     import keras
 

@@ -188,11 +188,13 @@ def _fit(config: Config, vocab: Vocab | WordVocab, split, out: Path, *, resume: 
          n_styles: int = 0) -> TrainResult:
     import keras
 
-    from .devices import adapt_to_strategy, make_strategy, set_precision, shard_options
+    from .devices import (adapt_to_strategy, make_strategy, set_precision, set_threads,
+                          shard_options)
     from .model import build_model, compile_model, get_named_weights
     from .windows import train_dataset, val_dataset
 
     seed = config.train.seed
+    set_threads()
     _set_determinism(seed)
     set_precision(config.train.precision)
     strategy = make_strategy(config.train.strategy)
