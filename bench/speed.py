@@ -6,7 +6,9 @@
 Training: targets/s (characters whose loss is trained per second) of textgen's default model
 (2 x LSTM 128, every window position a target, batch 128 x 40) against the seed-style model
 (one-hot 40 x V input, same layers, only the last character a target, batch 128), both fed by
-tf.data from the bundled tinyshakespeare.txt, timed over steps after a warm-up.
+tf.data from the bundled tinyshakespeare.txt, timed over steps after a warm-up. Everything here
+runs with TensorFlow's own thread settings (the seed-style sampler's too); bench/train_speed.py
+measures training with textgen's, beside the alternatives.
 
 Sampling: whole-process wall time of ``textgen sample --chars 500`` (median of several runs),
 NumPy chars/s at batch 1 and 32, against the seed-style sampler (Keras ``predict`` on the last

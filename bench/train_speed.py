@@ -1,24 +1,33 @@
 """Training speed and memory against the machine's own roofline, side by side in one run.
 
-    python bench/train_speed.py            # about 4 minutes on 2 cores
+    python bench/train_speed.py            # about 6 minutes on 2 cores
     python bench/train_speed.py --quick
 
-Measures, in one process where it can:
-* the roofline: NumPy float32 2048^3 matrix product, GFLOP/s (best of 3);
+Measures, in one run:
+* the roofline: NumPy float32 2048^3 matrix product, GFLOP/s (best of 10);
 * targets/s (characters whose loss is trained per second) of the default config, of
   configs/best-cpu.toml and of the seed-style model (bench/speed.py describes it), each with the
   implied GFLOP/s (training ~ 3x the forward pass's matrix products) as a share of the roofline;
+* each of textgen's speed choices against its alternative, in processes apart from the main
+  rows: the default config with tf.data's autotuning (textgen switches it off), with XLA
+  ``jit_compile`` (textgen leaves it off) and in mixed_bfloat16 (textgen refuses it on a CPU);
+  the default and best-cpu configs with TensorFlow's own thread settings (textgen runs each op
+  on one thread on a machine of <= 2 cores);
 * the per-step time split: pulling a batch from the tf.data pipeline alone, one training step on
   a batch already in memory, and a real step (pipeline + model) - a starved pipeline shows as a
   real step slower than the model step;
 * peak RSS of `textgen train` (default config, 50 steps) on a generated ~100 MB corpus, and of a
   50-step run on tinyshakespeare for comparison, each in a fresh process;
 * wall time of `textgen --help` (median of 5).
+
+Throughput on this kind of machine drifts between runs, so every model is measured in several
+rounds, interleaved (A B C D A B C D ...), and the table gives the median round and the range.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -31,14 +40,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
+DEFAULT = "default (2 x LSTM 128, batch 128 x 40)"
+BEST = "best-cpu (2 x LSTM 256, batch 64 x 100)"
+SEED = "seed-style (one-hot, last char only)"
+AUTOTUNED = DEFAULT + ", tf.data autotune"
+JIT = DEFAULT + ", XLA jit_compile"
+BF16 = DEFAULT + ", mixed_bfloat16"
 
 
 def roofline() -> float:
+    """Best of 10, before TensorFlow is imported (its thread pools would compete)."""
     import numpy as np
 
     a = np.random.default_rng(0).standard_normal((2048, 2048), dtype=np.float32)
     best = 0.0
-    for _ in range(3):
+    for _ in range(10):
         t = time.perf_counter()
         a @ a
         best = max(best, 2 * 2048**3 / (time.perf_counter() - t) / 1e9)
@@ -59,70 +75,125 @@ def flops_per_target(cfg, vocab_size: int, last_only_window: int | None = None) 
     return 3 * (per_step * last_only_window + 2 * m.units * vocab_size)
 
 
-def step_split(model, ds, steps: int) -> dict:
-    """Seconds per step: pipeline alone, model alone (batch in memory), and both together."""
-    import tensorflow as tf
+class Candidate:
+    """One model and its pipeline; ``round()`` times one real fit of ``steps`` steps."""
 
-    it = iter(ds)
-    next(it)
-    t = time.perf_counter()
-    for _ in range(steps):
+    def __init__(self, name, model, ds, targets_per_step, flops):
+        import tensorflow as tf
+
+        from textgen.windows import finish
+
+        self.name, self.model, self.ds = name, model, ds
+        self.targets_per_step, self.flops = targets_per_step, flops
+        x, y = next(iter(ds))
+        self.cached = finish(tf.data.Dataset.from_tensors((x, y)).repeat())
+        for data in (self.cached, ds):  # trace and warm both
+            model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
+        self.real, self.compute = [], []
+
+    def _timed_fit(self, data, steps: int) -> float:
+        t = time.perf_counter()
+        self.model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+        return (time.perf_counter() - t) / steps
+
+    def round(self, steps: int) -> None:
+        self.real.append(self._timed_fit(self.ds, steps))
+        self.compute.append(self._timed_fit(self.cached, steps))
+
+    def pipeline(self, steps: int) -> float:
+        it = iter(self.ds)
         next(it)
-    pipeline = (time.perf_counter() - t) / steps
-    x, y = next(iter(ds))
-    cached = tf.data.Dataset.from_tensors((x, y)).repeat()
-    model.fit(cached, steps_per_epoch=5, epochs=1, verbose=0)
-    t = time.perf_counter()
-    model.fit(cached, steps_per_epoch=steps, epochs=1, verbose=0)
-    compute = (time.perf_counter() - t) / steps
-    model.fit(ds, steps_per_epoch=5, epochs=1, verbose=0)
-    t = time.perf_counter()
-    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-    real = (time.perf_counter() - t) / steps
-    return {"pipeline": pipeline, "model": compute, "real": real}
+        t = time.perf_counter()
+        for _ in range(steps):
+            next(it)
+        return (time.perf_counter() - t) / steps
+
+    def row(self, steps: int) -> dict:
+        rates = [self.targets_per_step / r for r in self.real]
+        real = statistics.median(self.real)
+        return {"name": self.name, "targets_s": self.targets_per_step / real,
+                "low": min(rates), "high": max(rates), "rounds": len(rates),
+                "gflops": self.targets_per_step / real * self.flops / 1e9,
+                "split": {"pipeline": self.pipeline(steps), "real": real,
+                          "model": statistics.median(self.compute)}}
 
 
-def bench_config(name: str, cfg, data, steps: int) -> dict:
+def textgen_candidate(name, cfg, data, autotune: bool = False, jit: bool = False,
+                      precision: str = "float32") -> Candidate:
     import keras
 
     from textgen.model import build_model, compile_model
     from textgen.windows import train_dataset
 
     keras.utils.set_random_seed(0)
-    ds = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6)
+    ds = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6, autotune=autotune)
+    keras.config.set_dtype_policy(precision)  # textgen refuses mixed precision on a CPU
     model = build_model(cfg.model, len(data.vocab))
     compile_model(model, cfg.train)
-    split = step_split(model, ds, steps)
-    targets = cfg.window.batch_size * cfg.window.window / split["real"]
-    return {"name": name, "targets_s": targets, "split": split,
-            "gflops": targets * flops_per_target(cfg, len(data.vocab)) / 1e9}
+    keras.config.set_dtype_policy("float32")
+    model.jit_compile = jit  # textgen leaves it off
+    return Candidate(name, model, ds, cfg.window.batch_size * cfg.window.window,
+                     flops_per_target(cfg, len(data.vocab)))
 
 
-def bench_seed(cfg, data, steps: int) -> dict:
+def seed_candidate(cfg, data) -> Candidate:
     from speed import seed_style_model  # bench/speed.py, beside this script
 
     from textgen.windows import train_dataset
 
     w, v = cfg.window.window, len(data.vocab)
-    model = seed_style_model(cfg, v)
     ds = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6)
     ds = ds.map(lambda x, y: (x, y[:, -1]))
-    split = step_split(model, ds, steps)
-    targets = cfg.window.batch_size / split["real"]
-    seed_cfg = cfg
-    return {"name": "seed-style (one-hot, last char only)", "targets_s": targets,
-            "split": split,
-            "gflops": targets * flops_per_target(seed_cfg, v, last_only_window=w) / 1e9}
+    return Candidate(SEED, seed_style_model(cfg, v), ds, cfg.window.batch_size,
+                     flops_per_target(cfg, v, last_only_window=w))
+
+
+def measure(names: list[str], rounds: int, steps: int) -> list[dict]:
+    """Rows for the named candidates, measured in ``rounds`` interleaved rounds."""
+    from textgen.config import Config, load_toml, merge
+    from textgen.data import prepare
+
+    default = Config()
+    best = merge(Config(), load_toml(ROOT / "configs" / "best-cpu.toml"), "best-cpu.toml")
+    data = prepare([str(CORPUS)], default, use_cache=False)
+    makers = {
+        DEFAULT: lambda: textgen_candidate(DEFAULT, default, data),
+        AUTOTUNED: lambda: textgen_candidate(AUTOTUNED, default, data, autotune=True),
+        JIT: lambda: textgen_candidate(JIT, default, data, jit=True),
+        BF16: lambda: textgen_candidate(BF16, default, data, precision="mixed_bfloat16"),
+        BEST: lambda: textgen_candidate(BEST, best, data),
+        SEED: lambda: seed_candidate(default, data),
+    }
+    cands = [makers[n]() for n in names]
+    for _ in range(rounds):
+        for c in cands:
+            # slower models take fewer steps, to keep the rounds short and even
+            c.round(max(steps // 3, 4) if c.name in (BEST, JIT) else steps)
+    return [c.row(steps) for c in cands]
+
+
+def child_rows(names: list[str], threads: str, rounds: int, steps: int) -> list[dict]:
+    """Rows measured in a fresh process, with textgen's thread settings or TensorFlow's own
+    (threads are fixed when TensorFlow starts; a tf.data autotuner's threads would outlive
+    its own rows and slow the others)."""
+    out = subprocess.run([sys.executable, __file__, "--child", json.dumps(names), threads,
+                          str(rounds), str(steps)], capture_output=True, text=True, check=True)
+    rows = json.loads(out.stdout.strip().splitlines()[-1])
+    for r in rows:
+        r["name"] += ", TensorFlow's default threads" if threads == "tf" else ""
+    return rows
 
 
 RSS_CHILD = """
-import resource, sys
+import sys
 from textgen.cli import cli
 try:
     cli(sys.argv[1:])
 except SystemExit as e:
     assert not e.code, e.code
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)
+# VmHWM, not getrusage's ru_maxrss: a forked child inherits its parent's ru_maxrss.
+hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
+print(int(hwm) / 1024, file=sys.stderr)
 """
 
 
@@ -139,19 +210,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--mb", type=int, default=100, help="size of the generated corpus")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    steps = 15 if args.quick else 40
+    if args.child:
+        names, threads, rounds, steps = args.child
+        if threads == "textgen":
+            from textgen.devices import set_threads
 
-    from textgen.config import Config, load_toml, merge
-    from textgen.data import prepare
+            set_threads()
+        print(json.dumps(measure(json.loads(names), int(rounds), int(steps))))
+        return
+    rounds, steps = (3, 8) if args.quick else (5, 15)
 
     peak = roofline()
-    default = Config()
-    best = merge(Config(), load_toml(ROOT / "configs" / "best-cpu.toml"), "best-cpu.toml")
-    data = prepare([str(CORPUS)], default, use_cache=False)
-    rows = [bench_config("default (2 x LSTM 128, batch 128 x 40)", default, data, steps),
-            bench_config("best-cpu (2 x LSTM 256, batch 64 x 100)", best, data, steps),
-            bench_seed(default, data, max(steps // 2, 10))]
+    from textgen.devices import set_threads
+
+    threads = set_threads()  # as `textgen train` does, before TensorFlow starts
+    rows = measure([DEFAULT, BEST, SEED], rounds, steps)
+    rows[2:2] = child_rows([AUTOTUNED, JIT, BF16], "textgen", rounds, steps)
+    if threads:
+        rows[5:5] = child_rows([DEFAULT, BEST], "tf", rounds, steps)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -173,15 +251,17 @@ def main() -> None:
 
     seed = rows[-1]["targets_s"]
     print(f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; roofline (NumPy float32 "
-          f"2048^3 matmul): {peak:.0f} GFLOP/s\n")
-    print("| model | targets/s | x seed-style | GFLOP/s | % of roofline | pipeline ms/step "
-          "| model ms/step | real ms/step |")
-    print("|---|---|---|---|---|---|---|---|")
+          f"2048^3 matmul): {peak:.0f} GFLOP/s; textgen's threads (intra-op, inter-op): "
+          f"{threads or 'TensorFlow defaults'}; median of {rows[0]['rounds']} interleaved "
+          "rounds\n")
+    print("| model | targets/s | range | x seed-style | GFLOP/s | % of roofline "
+          "| pipeline ms/step | model ms/step | real ms/step |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         s = r["split"]
-        print(f"| {r['name']} | {r['targets_s']:,.0f} | {r['targets_s'] / seed:.1f} | "
-              f"{r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f}% | {1000 * s['pipeline']:.2f} "
-              f"| {1000 * s['model']:.1f} | {1000 * s['real']:.1f} |")
+        print(f"| {r['name']} | {r['targets_s']:,.0f} | {r['low']:,.0f}-{r['high']:,.0f} | "
+              f"{r['targets_s'] / seed:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f}% "
+              f"| {1000 * s['pipeline']:.2f} | {1000 * s['model']:.1f} | {1000 * s['real']:.1f} |")
     print(f"\nPeak RSS of `textgen train` (default config, 50 steps): {rss_big:,.0f} MB on a "
           f"{big_mb:.0f} MB corpus, {rss_small:,.0f} MB on tinyshakespeare (1.1 MB).")
     print(f"`textgen --help`: {statistics.median(helps) * 1000:.0f} ms (median of 5, "
