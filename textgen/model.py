@@ -4,6 +4,13 @@ Embedding -> ``layers`` x (RNN cell -> Dropout) -> Dense logits. Softmax lives i
 (``from_logits=True``) and in the sampler. LSTM/GRU settings stay eligible for the fused cuDNN
 kernel on GPU: default tanh/sigmoid activations, no recurrent dropout, no unroll, biases on.
 
+Two options change how the model runs, not what it computes (the same weights and names, the
+same outputs): ``window`` fixes the sequence length and unrolls the recurrent loop, and
+``chains`` splits every batch into that many parts that go through the recurrent layers as
+independent chains of operations, which TensorFlow runs at the same time on different cores.
+Training uses both on a small CPU-only machine (``devices.cpu_layout``; bench/train_speed.py
+measures them); with them the recurrent layers no longer qualify for cuDNN, so never on a GPU.
+
 ``get_named_weights``/``set_named_weights`` map the model to textgen's own weight names (see
 runs.py); run folders never store Keras model files, so loading never deserialises code.
 """
@@ -18,29 +25,74 @@ from .errors import RunError
 RNN_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 
 
-def build_model(cfg: ModelConfig, vocab_size: int, n_styles: int = 0):
+def build_model(cfg: ModelConfig, vocab_size: int, n_styles: int = 0, *,
+                window: int | None = None, chains: int = 1):
     """With ``n_styles``, a second input gives each position's style id; its learned embedding
-    (``style_dim``) is concatenated to the token embedding at every step."""
+    (``style_dim``) is concatenated to the token embedding at every step. ``window`` and
+    ``chains``: see the module's docstring."""
     import keras
 
     layer_cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
                  "rnn": keras.layers.SimpleRNN}[cfg.cell]
-    inputs = keras.Input(shape=(None,), dtype="int32", name="ids")
+    inputs = keras.Input(shape=(window,), dtype="int32", name="ids")
     x = keras.layers.Embedding(vocab_size, cfg.embedding_dim, name="embedding")(inputs)
     if n_styles:
-        style_in = keras.Input(shape=(None,), dtype="int32", name="style_ids")
+        style_in = keras.Input(shape=(window,), dtype="int32", name="style_ids")
         style = keras.layers.Embedding(n_styles, cfg.style_dim, name="style")(style_in)
         x = keras.layers.Concatenate(name="with_style")([x, style])
         inputs = [inputs, style_in]
+    parts = SplitBatch(chains, name="chains")(x) if chains > 1 else [x]
+    rows = x
     for i in range(cfg.layers):
-        x = layer_cls(cfg.units, return_sequences=True, name=f"rnn_{i}")(x)
-        if cfg.dropout > 0:
-            x = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}")(x)
+        rnn = layer_cls(cfg.units, return_sequences=True, unroll=window is not None,
+                        name=f"rnn_{i}")
+        drop = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}") if cfg.dropout else None
+        parts = [rnn(p) for p in parts]
+        parts = [drop(p) for p in parts] if drop else parts
+    x = JoinBatch(name="joined")([*parts, rows]) if chains > 1 else parts[0]
     # Under a mixed-precision policy the logits stay float32, for a stable softmax/cross-entropy.
     mixed = keras.config.dtype_policy().name.startswith("mixed")
     logits = keras.layers.Dense(vocab_size, name="logits",
                                 dtype="float32" if mixed else None)(x)
     return keras.Model(inputs, logits, name="textgen")
+
+
+def SplitBatch(parts: int, name: str):  # noqa: N802 - a layer factory; Keras imported lazily
+    """A layer that splits a batch into ``parts`` near-equal parts. A batch of fewer rows than
+    ``parts`` is first padded with copies of its first row, so that no part is empty;
+    ``JoinBatch`` drops the padding again."""
+    import keras
+    import tensorflow as tf
+
+    class _SplitBatch(keras.layers.Layer):
+        def call(self, x):
+            pad = tf.maximum(parts - tf.shape(x)[0], 0)
+            x = tf.concat([x, tf.repeat(x[:1], pad, axis=0)], axis=0)
+            b = tf.shape(x)[0]
+            sizes = [(b + parts - 1 - k) // parts for k in range(parts)]
+            return tf.split(x, tf.stack(sizes), axis=0, num=parts)
+
+        def compute_output_shape(self, shape):
+            return [(None, *shape[1:])] * parts
+
+    return _SplitBatch(name=name)
+
+
+def JoinBatch(name: str):  # noqa: N802
+    """Concatenates ``SplitBatch``'s parts (inputs: the parts, then the unsplit batch) and
+    keeps as many rows as the unsplit batch had."""
+    import keras
+    import tensorflow as tf
+
+    class _JoinBatch(keras.layers.Layer):
+        def call(self, inputs):
+            *parts, rows = inputs
+            return tf.concat(parts, axis=0)[:tf.shape(rows)[0]]
+
+        def compute_output_shape(self, shapes):
+            return (None, *shapes[0][1:])
+
+    return _JoinBatch(name=name)
 
 
 def compile_model(model, cfg: TrainConfig) -> None:

@@ -188,8 +188,8 @@ def _fit(config: Config, vocab: Vocab | WordVocab, split, out: Path, *, resume: 
          n_styles: int = 0) -> TrainResult:
     import keras
 
-    from .devices import (adapt_to_strategy, make_strategy, set_precision, set_threads,
-                          shard_options)
+    from .devices import (adapt_to_strategy, cpu_layout, make_strategy, set_precision,
+                          set_threads, shard_options)
     from .model import build_model, compile_model, get_named_weights
     from .windows import train_dataset, val_dataset
 
@@ -198,16 +198,17 @@ def _fit(config: Config, vocab: Vocab | WordVocab, split, out: Path, *, resume: 
     _set_determinism(seed)
     set_precision(config.train.precision)
     strategy = make_strategy(config.train.strategy)
+    spe = steps_per_epoch(split.n_train_windows, config.window, config.train.steps_per_epoch)
+    epochs = config.train.epochs
+    layout = cpu_layout(config.window.window, epochs * spe, config.train.max_minutes)
     with strategy.scope():
-        model = build_model(config.model, len(vocab), n_styles)
+        model = build_model(config.model, len(vocab), n_styles, **layout)
         compile_model(model, config.train)
         model.optimizer.build(model.trainable_variables)
     adapt_to_strategy(model, strategy)
 
     if not resume:
         runs.write_weights(out / INIT_WEIGHTS, get_named_weights(model, config.model))
-    spe = steps_per_epoch(split.n_train_windows, config.window, config.train.steps_per_epoch)
-    epochs = config.train.epochs
     start = Checkpoint(epoch=0, step=0, best=math.inf, seconds=0.0)
     if resume:
         start = load_last(out, model)
