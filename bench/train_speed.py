@@ -1,6 +1,6 @@
 """Training speed and memory against the machine's own roofline, side by side in one run.
 
-    python bench/train_speed.py            # about 6 minutes on 2 cores
+    python bench/train_speed.py            # about 8 minutes on 2 cores
     python bench/train_speed.py --quick
 
 Measures, in one run:
@@ -8,11 +8,14 @@ Measures, in one run:
 * targets/s (characters whose loss is trained per second) of the default config, of
   configs/best-cpu.toml and of the seed-style model (bench/speed.py describes it), each with the
   implied GFLOP/s (training ~ 3x the forward pass's matrix products) as a share of the roofline;
-* each of textgen's speed choices against its alternative, in processes apart from the main
-  rows: the default config with tf.data's autotuning (textgen switches it off), with XLA
-  ``jit_compile`` (textgen leaves it off) and in mixed_bfloat16 (textgen refuses it on a CPU);
-  the default and best-cpu configs with TensorFlow's own thread settings (textgen runs each op
-  on one thread on a machine of <= 2 cores);
+* each of textgen's speed choices against its alternative. textgen's rows are built as a long
+  `textgen train` builds them on this machine (devices.cpu_layout: one recurrent chain per
+  core, loop unrolled); beside them the default config not unrolled (runs shorter than 50 x
+  window steps) and with plain layers (as on a GPU). In processes apart from those: the
+  default config with tf.data's autotuning (textgen switches it off), plain layers with XLA
+  ``jit_compile`` (textgen leaves it off), mixed_bfloat16 (textgen refuses it on a CPU), and
+  the default and best-cpu configs with TensorFlow's own thread settings (textgen runs each
+  op on one thread on a machine of <= 2 cores);
 * the per-step time split: pulling a batch from the tf.data pipeline alone, one training step on
   a batch already in memory, and a real step (pipeline + model) - a starved pipeline shows as a
   real step slower than the model step;
@@ -43,8 +46,10 @@ CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 DEFAULT = "default (2 x LSTM 128, batch 128 x 40)"
 BEST = "best-cpu (2 x LSTM 256, batch 64 x 100)"
 SEED = "seed-style (one-hot, last char only)"
+CHAINS = DEFAULT + ", not unrolled"
+PLAIN = DEFAULT + ", plain layers (one chain, not unrolled)"
 AUTOTUNED = DEFAULT + ", tf.data autotune"
-JIT = DEFAULT + ", XLA jit_compile"
+JIT = PLAIN + ", XLA jit_compile"
 BF16 = DEFAULT + ", mixed_bfloat16"
 
 
@@ -86,7 +91,9 @@ class Candidate:
         self.name, self.model, self.ds = name, model, ds
         self.targets_per_step, self.flops = targets_per_step, flops
         x, y = next(iter(ds))
-        self.cached = finish(tf.data.Dataset.from_tensors((x, y)).repeat())
+        # .batch gives the batch dimension as None, as in ds: one traced graph serves both
+        cached = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(y)).cache().repeat()
+        self.cached = finish(cached)
         for data in (self.cached, ds):  # trace and warm both
             model.fit(data, steps_per_epoch=3, epochs=1, verbose=0)
         self.real, self.compute = [], []
@@ -118,17 +125,23 @@ class Candidate:
                           "model": statistics.median(self.compute)}}
 
 
-def textgen_candidate(name, cfg, data, autotune: bool = False, jit: bool = False,
-                      precision: str = "float32") -> Candidate:
+def textgen_candidate(name, cfg, data, layout: str = "textgen", autotune: bool = False,
+                      jit: bool = False, precision: str = "float32") -> Candidate:
+    """``layout``: "textgen" builds the model as a long `textgen train` does on this machine
+    (devices.cpu_layout), "chains" without unrolling, "plain" as on a GPU."""
     import keras
 
+    from textgen.devices import cpu_layout
     from textgen.model import build_model, compile_model
     from textgen.windows import train_dataset
 
+    kwargs = cpu_layout(cfg.window.window, steps=10**6) if layout != "plain" else {}
+    if layout == "chains":
+        kwargs["window"] = None
     keras.utils.set_random_seed(0)
     ds = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6, autotune=autotune)
     keras.config.set_dtype_policy(precision)  # textgen refuses mixed precision on a CPU
-    model = build_model(cfg.model, len(data.vocab))
+    model = build_model(cfg.model, len(data.vocab), **kwargs)
     compile_model(model, cfg.train)
     keras.config.set_dtype_policy("float32")
     model.jit_compile = jit  # textgen leaves it off
@@ -159,7 +172,9 @@ def measure(names: list[str], rounds: int, steps: int) -> list[dict]:
     makers = {
         DEFAULT: lambda: textgen_candidate(DEFAULT, default, data),
         AUTOTUNED: lambda: textgen_candidate(AUTOTUNED, default, data, autotune=True),
-        JIT: lambda: textgen_candidate(JIT, default, data, jit=True),
+        CHAINS: lambda: textgen_candidate(CHAINS, default, data, layout="chains"),
+        PLAIN: lambda: textgen_candidate(PLAIN, default, data, layout="plain"),
+        JIT: lambda: textgen_candidate(JIT, default, data, layout="plain", jit=True),
         BF16: lambda: textgen_candidate(BF16, default, data, precision="mixed_bfloat16"),
         BEST: lambda: textgen_candidate(BEST, best, data),
         SEED: lambda: seed_candidate(default, data),
@@ -226,10 +241,10 @@ def main() -> None:
     from textgen.devices import set_threads
 
     threads = set_threads()  # as `textgen train` does, before TensorFlow starts
-    rows = measure([DEFAULT, BEST, SEED], rounds, steps)
-    rows[2:2] = child_rows([AUTOTUNED, JIT, BF16], "textgen", rounds, steps)
+    rows = measure([DEFAULT, BEST, CHAINS, PLAIN, SEED], rounds, steps)
+    rows[4:4] = child_rows([AUTOTUNED, JIT, BF16], "textgen", rounds, steps)
     if threads:
-        rows[5:5] = child_rows([DEFAULT, BEST], "tf", rounds, steps)
+        rows[7:7] = child_rows([DEFAULT, BEST], "tf", rounds, steps)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
