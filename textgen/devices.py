@@ -91,8 +91,8 @@ def cpu_layout(window: int, steps: int, max_minutes: float | None = None) -> dic
     ``SMALL_CPU`` cores; empty elsewhere (on a GPU the recurrent layers must stay eligible for
     cuDNN). One recurrent chain per core, always. The loop is unrolled only for a run long
     enough to repay building the unrolled graph: measured here, unrolling costs about 0.25-0.35
-    s per window position once (10 s at window 40, 35 s at 100) and saves about 13% per step,
-    so it must train for about 2.7 s x window to break even; textgen asks for five times that:
+    s per window position once (10-15 s at window 40, 35 s at 100) and saves 10-16% per step,
+    so it must train for about 3 s x window to break even; textgen asks for several times that:
     at least 50 x window planned steps and, with --max-minutes, at least window / 4 minutes."""
     cores = os.cpu_count() or 1
     if cores > SMALL_CPU or gpus():

@@ -15,8 +15,8 @@ touched) and sees exactly the batches it would have seen.
 
 Pipelines use fixed, small settings and tf.data's autotuning is switched off (``finish``):
 gathering a batch takes well under a millisecond against a training step of tens, and on a
-2-core machine the autotuner's threads halved training throughput in about half of all
-``fit`` calls (bench/train_speed.py measures both).
+2-core machine the autotuner's threads cut training throughput to half or less in some ``fit``
+calls (bench/train_speed.py measures both).
 """
 
 from __future__ import annotations
