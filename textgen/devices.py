@@ -60,6 +60,12 @@ def worker_role() -> tuple[str, int]:
 SMALL_CPU = 2  # cores; the thread settings below were measured on a 2-core machine only
 
 
+def _small_cpu(cores: int | None = None) -> int | None:
+    """This machine's cores if it is CPU-only with at most ``SMALL_CPU`` of them, else None."""
+    cores = cores or os.cpu_count() or 1
+    return None if cores > SMALL_CPU or gpus() else cores
+
+
 def set_threads(cores: int | None = None) -> tuple[int, int] | None:
     """On a CPU-only machine of at most ``SMALL_CPU`` cores: one thread per op (intra-op 1), and
     as many ops at once as there are cores (inter-op). An LSTM step's operations are too small
@@ -68,8 +74,8 @@ def set_threads(cores: int | None = None) -> tuple[int, int] | None:
     defaults stay (a GPU, more cores, or TensorFlow already running in this process)."""
     import tensorflow as tf
 
-    cores = cores or os.cpu_count() or 1
-    if cores > SMALL_CPU or gpus():
+    cores = _small_cpu(cores)
+    if cores is None:
         return None
     threading = tf.config.threading
     if (threading.get_intra_op_parallelism_threads(),
@@ -94,8 +100,8 @@ def cpu_layout(window: int, steps: int, max_minutes: float | None = None) -> dic
     s per window position once (10-15 s at window 40, 35 s at 100) and saves 10-16% per step,
     so it must train for about 3 s x window to break even; textgen asks for several times that:
     at least 50 x window planned steps and, with --max-minutes, at least window / 4 minutes."""
-    cores = os.cpu_count() or 1
-    if cores > SMALL_CPU or gpus():
+    cores = _small_cpu()
+    if cores is None:
         return {}
     unroll = (window <= UNROLL_MAX and steps >= 50 * window
               and (max_minutes is None or max_minutes >= window / 4))
