@@ -9,13 +9,14 @@ Measures, in one run:
   configs/best-cpu.toml and of the seed-style model (bench/speed.py describes it), each with the
   implied GFLOP/s (training ~ 3x the forward pass's matrix products) as a share of the roofline;
 * each of textgen's speed choices against its alternative. textgen's rows are built as a long
-  `textgen train` builds them on this machine (devices.cpu_layout: one recurrent chain per
-  core, loop unrolled); beside them the default config not unrolled (runs shorter than 50 x
-  window steps) and with plain layers (as on a GPU). In processes apart from those: the
-  default config with tf.data's autotuning (textgen switches it off), plain layers with XLA
-  ``jit_compile`` (textgen leaves it off), mixed_bfloat16 (textgen refuses it on a CPU), and
-  the default and best-cpu configs with TensorFlow's own thread settings (textgen runs each
-  op on one thread on a machine of <= 2 cores);
+  `textgen train` builds them on this machine (devices.cpu_layout: one recurrent chain per core,
+  loop unrolled); beside them the default config not unrolled (runs shorter than 50 x window
+  steps), with plain layers (as on a GPU) and with batches of unknown size (an epoch's last
+  batch short; textgen tops it up to a full batch). In processes apart from those: the default
+  config with tf.data's autotuning (textgen switches it off), plain layers with XLA
+  ``jit_compile`` (textgen leaves it off), mixed_bfloat16 (textgen refuses it on a CPU), and the
+  default and best-cpu configs with TensorFlow's own thread settings (textgen runs each op on
+  one thread on a machine of <= 2 cores);
 * the per-step time split: pulling a batch from the tf.data pipeline alone, one training step on
   a batch already in memory, and a real step (pipeline + model) - a starved pipeline shows as a
   real step slower than the model step;
@@ -51,6 +52,7 @@ PLAIN = DEFAULT + ", plain layers (one chain, not unrolled)"
 AUTOTUNED = DEFAULT + ", tf.data autotune"
 JIT = PLAIN + ", XLA jit_compile"
 BF16 = DEFAULT + ", mixed_bfloat16"
+SHORT = DEFAULT + ", short last batch (batch size unknown)"
 
 
 def roofline() -> float:
@@ -91,8 +93,10 @@ class Candidate:
         self.name, self.model, self.ds = name, model, ds
         self.targets_per_step, self.flops = targets_per_step, flops
         x, y = next(iter(ds))
-        # .batch gives the batch dimension as None, as in ds: one traced graph serves both
-        cached = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(y)).cache().repeat()
+        # the batch dimension known or None, as in ds: one traced graph serves both
+        full = ds.element_spec[1].shape[0] is not None
+        cached = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(y), drop_remainder=full)
+        cached = cached.cache().repeat()
         self.cached = finish(cached)
         self.real, self.compute = [], []  # measure() traces and warms both in a first round
 
@@ -124,7 +128,8 @@ class Candidate:
 
 
 def textgen_candidate(name, cfg, data, layout: str = "textgen", autotune: bool = False,
-                      jit: bool = False, precision: str = "float32") -> Candidate:
+                      jit: bool = False, precision: str = "float32",
+                      full_batches: bool = True) -> Candidate:
     """``layout``: "textgen" builds the model as a long `textgen train` does on this machine
     (devices.cpu_layout), "chains" without unrolling, "plain" as on a GPU."""
     import keras
@@ -137,7 +142,8 @@ def textgen_candidate(name, cfg, data, layout: str = "textgen", autotune: bool =
     if layout == "chains":
         kwargs["window"] = None
     keras.utils.set_random_seed(0)
-    ds = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6, autotune=autotune)
+    ds = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6, autotune=autotune,
+                       full_batches=full_batches)
     keras.config.set_dtype_policy(precision)  # textgen refuses mixed precision on a CPU
     model = build_model(cfg.model, len(data.vocab), **kwargs)
     compile_model(model, cfg.train)
@@ -174,6 +180,7 @@ def measure(names: list[str], rounds: int, steps: int) -> list[dict]:
         PLAIN: lambda: textgen_candidate(PLAIN, default, data, layout="plain"),
         JIT: lambda: textgen_candidate(JIT, default, data, layout="plain", jit=True),
         BF16: lambda: textgen_candidate(BF16, default, data, precision="mixed_bfloat16"),
+        SHORT: lambda: textgen_candidate(SHORT, default, data, full_batches=False),
         BEST: lambda: textgen_candidate(BEST, best, data),
         SEED: lambda: seed_candidate(default, data),
     }
@@ -242,10 +249,10 @@ def main() -> None:
     from textgen.devices import set_threads
 
     threads = set_threads()  # as `textgen train` does, before TensorFlow starts
-    rows = measure([DEFAULT, BEST, CHAINS, PLAIN, SEED], rounds, steps)
-    rows[4:4] = child_rows([AUTOTUNED, JIT, BF16], "textgen", rounds, steps)
+    rows = measure([DEFAULT, BEST, CHAINS, PLAIN, SHORT, SEED], rounds, steps)
+    rows[-1:-1] = child_rows([AUTOTUNED, JIT, BF16], "textgen", rounds, steps)
     if threads:
-        rows[7:7] = child_rows([DEFAULT, BEST], "tf", rounds, steps)
+        rows[-1:-1] = child_rows([DEFAULT, BEST], "tf", rounds, steps)
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

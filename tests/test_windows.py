@@ -21,18 +21,45 @@ def test_targets_are_inputs_shifted_by_one():
 
 def test_every_window_once_per_epoch_and_reshuffled():
     ids = np.arange(100, dtype=np.uint8)
-    cfg = WindowConfig(window=5, step=2, batch_size=8, val_split=0.0)
+    cfg = WindowConfig(window=5, step=2, batch_size=10, val_split=0.0)
     n = len(window_starts(len(ids), 5, 2))
+    assert n % 10  # so the epoch's last batch needs topping up
     spe = steps_per_epoch(n, cfg, None)
-    batches = _batches(train_dataset(ids, cfg, seed=3, epochs=2, steps=spe))
-    first = np.concatenate([x[:, 0] for x, _ in batches[:spe]])
-    second = np.concatenate([x[:, 0] for x, _ in batches[spe:]])
+    ds = train_dataset(ids, cfg, seed=3, epochs=2, steps=spe)
+    assert [tuple(s.shape) for s in ds.element_spec] == [(10, 5), (10, 5)]  # shapes known
+    batches = _batches(ds)
+    assert len(batches) == 2 * spe and all(x.shape == (10, 5) for x, _ in batches)
     expected = window_starts(len(ids), 5, 2)
-    assert len(first) == n
-    np.testing.assert_array_equal(np.sort(first), expected)
-    np.testing.assert_array_equal(np.sort(second), expected)
-    assert not np.array_equal(first, second)  # a new order each epoch
-    assert first.max() + 5 < len(ids)  # the last target is still inside the text
+    epochs = []
+    for part in (batches[:spe], batches[spe:]):
+        starts = np.concatenate([x[:, 0] for x, _ in part])
+        # each window once, then the last batch topped up with the epoch's first windows
+        np.testing.assert_array_equal(np.sort(starts[:n]), expected)
+        np.testing.assert_array_equal(starts[n:], starts[: spe * 10 - n])
+        epochs.append(starts[:n])
+    assert not np.array_equal(*epochs)  # a new order each epoch
+    assert max(e.max() for e in epochs) + 5 < len(ids)  # the last target is inside the text
+
+
+def test_batches_shorter_than_batch_size_when_fewer_windows():
+    ids = np.arange(30, dtype=np.uint8)
+    cfg = WindowConfig(window=5, step=2, batch_size=64, val_split=0.0)
+    n = len(window_starts(len(ids), 5, 2))
+    batches = _batches(train_dataset(ids, cfg, seed=3, epochs=3, steps=10))
+    assert len(batches) == 3
+    for x, _ in batches:  # one batch per epoch, each window exactly once
+        np.testing.assert_array_equal(np.sort(x[:, 0]), window_starts(len(ids), 5, 2))
+        assert len(x) == n
+
+
+def test_short_last_batch_without_full_batches():
+    ids = np.arange(100, dtype=np.uint8)
+    cfg = WindowConfig(window=5, step=2, batch_size=10, val_split=0.0)
+    n = len(window_starts(len(ids), 5, 2))
+    ds = train_dataset(ids, cfg, seed=3, epochs=1, steps=100, full_batches=False)
+    assert ds.element_spec[0].shape[0] is None
+    sizes = [len(x) for x, _ in _batches(ds)]
+    assert sum(sizes) == n and sizes[-1] == n % 10
 
 
 def test_order_depends_only_on_seed_and_skip_resumes_exactly():

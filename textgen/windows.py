@@ -163,13 +163,19 @@ def _held(array: np.ndarray):
 
 def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
                   steps: int, skip: int = 0, starts: np.ndarray | None = None,
-                  segments: np.ndarray | None = None, autotune: bool = False):
+                  segments: np.ndarray | None = None, autotune: bool = False,
+                  full_batches: bool = True):
     """Batches for ``epochs`` epochs of ``steps`` steps each, reshuffled per epoch, after ``skip``.
 
     ``starts=None`` means every ``cfg.step``-th offset. Epoch ``e`` visits the windows in the
     order of ``index_shuffle`` with seed (seed, e): a pseudorandom permutation computed batch by
     batch, so no array of windows (4 bytes per window, 120 MB for 100 MB of text) or of its
     shuffled copy is ever made, and skipping to a step costs nothing.
+
+    Every batch holds ``min(batch_size, windows)`` windows: an epoch's last batch is topped up
+    with the first windows of the same epoch's order (fewer than one batch are seen twice). A
+    fixed batch shape lets TensorFlow plan the training step's graph with every shape known
+    (bench/train_speed.py measures it against ``full_batches=False``, a short last batch).
     """
     import tensorflow as tf
 
@@ -189,10 +195,14 @@ def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
     batch = cfg.batch_size
     per_epoch = min(steps, -(-n // batch))  # batches of one pass, capped at steps
     seed_t = tf.constant(seed, tf.int64)
+    rows = min(batch, n) if full_batches else None
 
     def batch_starts(epoch, b):
         first = b * batch
-        index = tf.range(first, tf.minimum(first + batch, n), dtype=tf.int64)
+        if full_batches:  # an epoch's last batch wraps round to the epoch's first windows
+            index = (first + tf.range(rows, dtype=tf.int64)) % n
+        else:
+            index = tf.range(first, tf.minimum(first + batch, n), dtype=tf.int64)
         order = tf.random.experimental.index_shuffle(
             index, seed=tf.stack([seed_t, epoch]), max_index=n - 1)
         return window_start(order)
