@@ -3,7 +3,8 @@
     python bench/corpus_scale.py            # 100 MB
     python bench/corpus_scale.py --mb 20
 
-Each measurement runs in a fresh process that reports its own peak RSS (ru_maxrss):
+Each measurement runs in a fresh process that reports its own peak RSS (VmHWM; getrusage's
+ru_maxrss would include what a forked child inherits from its parent):
 cold ``prepare`` (read, clean, encode, windows; then stored in the cache), warm ``prepare``
 (ids memory-mapped from the cache), and ``textgen clean`` with cleaning rules on, which also
 holds the cleaned text to write it out. The corpus is the bundled plays and sonnets repeated,
@@ -23,15 +24,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHILD = """
-import json, resource, sys, time
+PEAK_MB = """
+def peak_mb():
+    line = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
+    return int(line.split()[1]) / 1024
+"""
+CHILD = PEAK_MB + """
+import json, sys, time
 from textgen.config import Config
 from textgen.data import prepare
 t = time.perf_counter()
 p = prepare([sys.argv[1]], Config())
 print(json.dumps({"seconds": time.perf_counter() - t, "cached": p.cached,
                   "ids": int(len(p.ids)), "windows": p.split.n_train_windows,
-                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "rss_mb": peak_mb()}))
+"""
+CLEAN_CHILD = PEAK_MB + """
+import sys
+from textgen.cli import cli
+try:
+    cli(sys.argv[1:])
+except SystemExit as e:
+    assert not e.code, e.code
+print(peak_mb(), file=sys.stderr)
 """
 
 
@@ -69,11 +84,7 @@ def main() -> None:
         warm = child(corpus, env)
         t = time.perf_counter()
         clean = subprocess.run(
-            [sys.executable, "-c",
-             "import resource, sys\nfrom textgen.cli import cli\n"
-             "try:\n    cli(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
-             "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)",
-             "clean", str(corpus), "--collapse-spaces", "--unescape-html", "--remove-urls",
+            [sys.executable, "-c", CLEAN_CHILD, "clean", str(corpus), "--collapse-spaces", "--unescape-html", "--remove-urls",
              "-o", str(tmp / "clean.txt")],
             env=env, check=True, capture_output=True, text=True, cwd=ROOT)
         clean_secs = time.perf_counter() - t
