@@ -27,21 +27,31 @@ sys.path.insert(0, str(ROOT))
 CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 
 
-def seed_style_model(cfg, vocab_size: int):
+def seed_style_model(cfg, vocab_size: int, as_written: bool = False):
     """The seeds' model: one-hot input, LSTM-Dropout-LSTM(last step)-Dropout-softmax, trained
-    on the last character of each window only (also used by bench/train_speed.py)."""
+    on the last character of each window only (also used by bench/train_speed.py).
+
+    It takes int ids and makes the one-hot input in the graph, so that it can train from
+    textgen's pipeline; ``as_written=True`` gives it as the seed code has it instead: one-hot
+    float input and one-hot targets (``categorical_crossentropy``), for NumPy one-hot arrays.
+    """
     import keras
 
-    inputs = keras.Input((cfg.window.window,), dtype="int32")
-    x = keras.ops.one_hot(inputs, vocab_size)  # the seeds fed one-hot arrays; here in-graph
-    x = keras.layers.LSTM(cfg.model.units, return_sequences=True)(x)
+    w, units = cfg.window.window, cfg.model.units
+    if as_written:
+        inputs = x = keras.Input((w, vocab_size))
+    else:
+        inputs = keras.Input((w,), dtype="int32")
+        x = keras.ops.one_hot(inputs, vocab_size)
+    x = keras.layers.LSTM(units, return_sequences=True)(x)
     x = keras.layers.Dropout(cfg.model.dropout)(x)
-    x = keras.layers.LSTM(cfg.model.units)(x)
+    x = keras.layers.LSTM(units)(x)
     x = keras.layers.Dropout(cfg.model.dropout)(x)
     out = keras.layers.Dense(vocab_size, activation="softmax")(x)
     model = keras.Model(inputs, out)
     model.compile(optimizer=keras.optimizers.RMSprop(0.01),
-                  loss="sparse_categorical_crossentropy")
+                  loss="categorical_crossentropy" if as_written
+                  else "sparse_categorical_crossentropy")
     return model
 
 
