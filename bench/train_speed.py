@@ -1,6 +1,6 @@
 """Training speed and memory against the machine's own roofline, side by side in one run.
 
-    python bench/train_speed.py            # about 8 minutes on 2 cores
+    python bench/train_speed.py            # about 7 minutes on 2 cores
     python bench/train_speed.py --quick
 
 Measures, in one run:
@@ -8,6 +8,8 @@ Measures, in one run:
 * targets/s (characters whose loss is trained per second) of the default config, of
   configs/best-cpu.toml and of the seed-style model (bench/speed.py describes it), each with the
   implied GFLOP/s (training ~ 3x the forward pass's matrix products) as a share of the roofline;
+  the seed-style model both on textgen's pipeline and as the seed code runs it (NumPy one-hot
+  arrays, ``model.fit(x, y)``, TensorFlow's threads), so the baseline is not a slowed one;
 * each of textgen's speed choices against its alternative. textgen's rows are built as a long
   `textgen train` builds them on this machine (devices.cpu_layout: one recurrent chain per core,
   loop unrolled); beside them the default config not unrolled (runs shorter than 50 x window
