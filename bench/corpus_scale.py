@@ -24,6 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Peak RSS from VmHWM, not getrusage's ru_maxrss: a forked child inherits its parent's
+# ru_maxrss. bench/train_speed.py uses CLI_CHILD too.
 PEAK_MB = """
 def peak_mb():
     line = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
@@ -39,7 +41,7 @@ print(json.dumps({"seconds": time.perf_counter() - t, "cached": p.cached,
                   "ids": int(len(p.ids)), "windows": p.split.n_train_windows,
                   "rss_mb": peak_mb()}))
 """
-CLEAN_CHILD = PEAK_MB + """
+CLI_CHILD = PEAK_MB + """
 import sys
 from textgen.cli import cli
 try:
@@ -84,8 +86,8 @@ def main() -> None:
         warm = child(corpus, env)
         t = time.perf_counter()
         clean = subprocess.run(
-            [sys.executable, "-c", CLEAN_CHILD, "clean", str(corpus), "--collapse-spaces", "--unescape-html", "--remove-urls",
-             "-o", str(tmp / "clean.txt")],
+            [sys.executable, "-c", CLI_CHILD, "clean", str(corpus), "--collapse-spaces",
+             "--unescape-html", "--remove-urls", "-o", str(tmp / "clean.txt")],
             env=env, check=True, capture_output=True, text=True, cwd=ROOT)
         clean_secs = time.perf_counter() - t
         clean_rss = float(clean.stderr.strip().splitlines()[-1])

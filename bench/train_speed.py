@@ -192,12 +192,13 @@ def seed_candidate(cfg, data) -> Candidate:
                      flops_per_target(cfg, v, last_only_window=w))
 
 
-def written_candidate(cfg, data, windows: int) -> Candidate:
+def written_candidate(cfg, data, steps: int) -> Candidate:
+    """Holds one-hot arrays of the windows of ``steps`` batches."""
     import numpy as np
     from speed import seed_style_model
 
     w, v, step = cfg.window.window, len(data.vocab), cfg.window.step
-    starts = np.arange(windows, dtype=np.int64) * step
+    starts = np.arange(steps * cfg.window.batch_size, dtype=np.int64) * step
     seq = np.asarray(data.ids)[starts[:, None] + np.arange(w + 1)]
     one_hot = np.eye(v, dtype=bool)
     return ArrayCandidate(WRITTEN, seed_style_model(cfg, v, as_written=True), one_hot[seq[:, :-1]],
@@ -223,7 +224,7 @@ def measure(names: list[str], rounds: int, steps: int) -> list[dict]:
         SHORT: lambda: textgen_candidate(SHORT, default, data, full_batches=False),
         BEST: lambda: textgen_candidate(BEST, best, data),
         SEED: lambda: seed_candidate(default, data),
-        WRITTEN: lambda: written_candidate(default, data, (rounds + 1) * steps * 128),
+        WRITTEN: lambda: written_candidate(default, data, (rounds + 1) * steps),
     }
     cands = [makers[n]() for n in names]
     for r in range(rounds + 1):
@@ -248,23 +249,12 @@ def child_rows(names: list[str], threads: str, rounds: int, steps: int) -> list[
     return rows
 
 
-RSS_CHILD = """
-import sys
-from textgen.cli import cli
-try:
-    cli(sys.argv[1:])
-except SystemExit as e:
-    assert not e.code, e.code
-# VmHWM, not getrusage's ru_maxrss: a forked child inherits its parent's ru_maxrss.
-hwm = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0].split()[1]
-print(int(hwm) / 1024, file=sys.stderr)
-"""
-
-
 def train_rss(corpus: Path, tmp: Path, name: str) -> float:
+    from corpus_scale import CLI_CHILD  # bench/corpus_scale.py, beside this script
+
     env = dict(os.environ, TEXTGEN_CACHE_DIR="", TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run(
-        [sys.executable, "-c", RSS_CHILD, "train", str(corpus), "--out", str(tmp / name),
+        [sys.executable, "-c", CLI_CHILD, "train", str(corpus), "--out", str(tmp / name),
          "--epochs", "1", "--steps-per-epoch", "50", "--seed", "0", "--sample-every", "0"],
         env=env, capture_output=True, text=True, check=True, cwd=tmp)
     return float(out.stderr.strip().splitlines()[-1])
