@@ -1,6 +1,7 @@
 """Shared fixtures: tiny corpora and one tiny trained run reused by the sampling tests."""
 
 import os
+import shutil
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -67,3 +68,9 @@ def trained_run(tmp_path_factory) -> Path:
         os.chdir(cwd)
     assert result.exit_code == 0, result.output
     return out
+
+
+@pytest.fixture
+def run_copy(trained_run, tmp_path) -> Path:
+    """A copy of the session's trained run, for tests that damage or extend a run."""
+    return Path(shutil.copytree(trained_run, tmp_path / "run"))

@@ -2,6 +2,7 @@
 
 import errno
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,27 +12,34 @@ from textgen import runs
 from .conftest import TINY_FLAGS, invoke
 
 
-def test_full_disk_during_checkpoint_keeps_previous(tiny_corpus, tmp_path, monkeypatch):
-    out = tmp_path / "run"
-    assert invoke(["train", tiny_corpus, "--out", out, *TINY_FLAGS]).exit_code == 0
-    before = {name: (out / name).read_bytes() for name in ("last.h5", "weights.h5", "log.csv")}
+@pytest.mark.parametrize("target", ["config.json", "log.csv", "steps.csv", "weights.h5",
+                                    ".last.h5.new", "state.json", "samples.txt"])
+def test_full_disk_at_every_write_keeps_what_was_there(run_copy, tiny_corpus, monkeypatch,
+                                                       target):
+    out = run_copy
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    real_write = runs.write_file
 
-    import h5py
-
-    real_file = h5py.File
-
-    def full_disk(path, mode="r", *args, **kwargs):
-        if mode != "r":
+    def full_disk(path, data):
+        if Path(path).name.startswith(f".{target}."):  # the temp file beside the target
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_file(path, mode, *args, **kwargs)
+        real_write(path, data)
 
-    monkeypatch.setattr(h5py, "File", full_disk)
-    result = invoke(["train", tiny_corpus, "--out", out, "--resume", "--epochs", "3"])
-    assert result.exit_code == 1
-    assert "No space left on device" in result.output and "intact" in result.output
-    assert (out / "last.h5").read_bytes() == before["last.h5"]
-    assert (out / "weights.h5").read_bytes() == before["weights.h5"]
-    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
+    monkeypatch.setattr(runs, "write_file", full_disk)
+    result = invoke(["train", tiny_corpus, "--out", out, "--resume", "--epochs", "3",
+                     "--sample-every", "1"])
+    assert result.exit_code == 4, result.output
+    assert "no space left on" in result.stderr and target.strip(".").removesuffix(".new") in \
+        result.stderr
+    assert len(result.stderr.strip().splitlines()[-1]) < 300 and "Traceback" not in result.output
+    for name in ("last.h5", "weights.h5", "vocab.json", "corpus.json"):
+        if target.strip(".").startswith(name):  # the file being written keeps its old bytes
+            assert (out / name).read_bytes() == before[name]
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".") and p.name != ".lock"]
+    monkeypatch.setattr(runs, "write_file", real_write)  # space freed: the run resumes
+    again = invoke(["train", tiny_corpus, "--out", out, "--resume", "--epochs", "3"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((out / "state.json").read_text())["epochs_done"] == 3
 
 
 def _edit_config(run, edit):
@@ -40,9 +48,8 @@ def _edit_config(run, edit):
     (run / "config.json").write_text(json.dumps(doc))
 
 
-def test_incompatible_run_format_is_refused(tiny_corpus, tmp_path):
-    out = tmp_path / "run"
-    assert invoke(["train", tiny_corpus, "--out", out, *TINY_FLAGS]).exit_code == 0
+def test_incompatible_run_format_is_refused(run_copy, tiny_corpus):
+    out = run_copy
     _edit_config(out, lambda d: d.update(version=99, textgen="9.0"))
     for args in (["sample", "--run", out, "--chars", "5"], ["info", out]):
         result = invoke(args)
@@ -54,17 +61,15 @@ def test_incompatible_run_format_is_refused(tiny_corpus, tmp_path):
     (lambda d: d["config"].update(module={"name": "os"}), "unknown section"),
     (lambda d: d["config"]["model"].update(activation="eval"), "unknown key"),
 ])
-def test_config_naming_unknown_layers_or_modules_is_refused(tiny_corpus, tmp_path, edit, message):
-    out = tmp_path / "run"
-    assert invoke(["train", tiny_corpus, "--out", out, *TINY_FLAGS]).exit_code == 0
+def test_config_naming_unknown_layers_or_modules_is_refused(run_copy, tiny_corpus, edit, message):
+    out = run_copy
     _edit_config(out, edit)
     result = invoke(["sample", "--run", out, "--chars", "5"])
     assert result.exit_code == 1 and message in result.output
 
 
-def test_weights_file_that_is_not_textgen_is_refused(tiny_corpus, tmp_path):
-    out = tmp_path / "run"
-    assert invoke(["train", tiny_corpus, "--out", out, *TINY_FLAGS]).exit_code == 0
+def test_weights_file_that_is_not_textgen_is_refused(run_copy, tiny_corpus):
+    out = run_copy
     import h5py
 
     with h5py.File(out / "weights.h5", "w") as f:  # e.g. a Keras .h5 put in its place
@@ -87,9 +92,8 @@ def test_large_vocabulary_cjk_and_emoji_trains_and_samples(tmp_path):
     assert sample.exit_code == 0 and set(sample.stdout.strip()) <= set(alphabet)
 
 
-def test_best_weights_are_not_replaced_by_worse_after_restart(tiny_corpus, tmp_path):
-    out = tmp_path / "run"
-    assert invoke(["train", tiny_corpus, "--out", out, *TINY_FLAGS]).exit_code == 0
+def test_best_weights_are_not_replaced_by_worse_after_restart(run_copy, tiny_corpus):
+    out = run_copy
     _, _, attrs = runs.read_weights(out / "weights.h5")
     best_before = attrs["loss"]
     last = runs.read_weights(out / "last.h5")[2]

@@ -1,19 +1,14 @@
 """textgen: train character-level language models on your own text and generate from them.
 
-Importing textgen does not import TensorFlow; only training does. For scripts::
+The public Python API; importing it does not import TensorFlow (only training does)::
 
     import textgen
-    text = textgen.load("checkpoints/latest").generate(prime="ROMEO:", chars=200, temperature=0.5)
+    gen = textgen.load("checkpoints/latest")
+    text = gen.generate(prime="ROMEO:", chars=200, temperature=0.5)
+    samples = gen.sample(textgen.SampleRequest(prime="ROMEO:", chars=200, n=3, seed=1))
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
+from .sample import Generator, Sample, SampleRequest, load
 
-
-def load(run_dir="checkpoints/latest"):
-    """Open a run folder for generation; see ``textgen.sample.Generator``."""
-    from .sample import load as _load
-
-    return _load(run_dir)
-
-
-__all__ = ["__version__", "load"]
+__all__ = ["__version__", "Generator", "Sample", "SampleRequest", "load"]

@@ -16,7 +16,8 @@ from collections import Counter
 import numpy as np
 
 from .errors import RunError
-from .evaluate import row_logliks
+from .baselines import NaiveBayes
+from .score import row_logliks
 
 
 def classify_text(gen, text: str) -> dict:
@@ -40,30 +41,6 @@ def format_classification(result: dict) -> str:
     for name, ll in sorted(result["logliks"].items(), key=lambda kv: -kv[1]):
         lines.append(f"{name:<20} {ll:>22.2f} {-ll / result['tokens']:>11.4f}")
     return "\n".join(lines)
-
-
-class NaiveBayes:
-    """Multinomial naive Bayes over character n-grams (add-one smoothing, uniform prior)."""
-
-    def __init__(self, texts: dict[str, str], order: int = 3):
-        self.order = order
-        self.counts = {name: Counter(self.grams(t)) for name, t in texts.items()}
-        self.totals = {name: sum(c.values()) for name, c in self.counts.items()}
-        self.space = len(set().union(*self.counts.values())) + 1  # seen n-grams + "unseen"
-
-    def grams(self, text: str) -> list[str]:
-        n = self.order
-        return [text[i : i + n] for i in range(len(text) - n + 1)]
-
-    def logliks(self, text: str) -> dict[str, float]:
-        grams = Counter(self.grams(text))
-        return {name: sum(k * math.log((counts.get(g, 0) + 1) / (self.totals[name] + self.space))
-                          for g, k in grams.items())
-                for name, counts in self.counts.items()}
-
-    def predict(self, text: str) -> str:
-        scores = self.logliks(text)
-        return max(scores, key=scores.get)
 
 
 def heldout_passages(split, vocab, styles: list[str], passage_chars: int, limit: int,

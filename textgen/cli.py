@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .errors import PrimeError, TextgenError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -30,7 +30,8 @@ class TextgenGroup(click.Group):
         except TextgenError as e:
             if ctx.obj and ctx.obj.get("traceback"):
                 raise
-            click.echo(f"Error: {e}", err=True)
+            hint = f" ({e.cli_hint})" if e.cli_hint else ""
+            click.echo(f"Error: {e}{hint}", err=True)
             ctx.exit(e.exit_code)
 
 
@@ -58,12 +59,6 @@ def _config_path(value: str | None) -> Path | None:
     if not path.exists() and path.suffix == "" and (Path("configs") / f"{value}.toml").exists():
         return Path("configs") / f"{value}.toml"
     return path
-
-
-CLEAN_KEYS = ("encoding", "glob", "field", "strip_gutenberg", "split_on", "drop_if", "remove_urls",
-              "unescape_html", "ascii_fold", "charset", "lowercase", "collapse_spaces",
-              "min_doc_chars", "max_doc_chars", "pad_to", "pad_char", "min_char_count",
-              "rare_replacement", "doc_separator", "cross_docs")
 
 
 def clean_options(f):
@@ -106,10 +101,20 @@ def clean_options(f):
     return f
 
 
-def _positive_float(ctx, param, value):
-    if value is not None and not (value > 0 and math.isfinite(value)):
-        raise click.BadParameter(f"must be a positive number, got {value}")
-    return value
+class Finite(click.FloatRange):
+    """A FloatRange that also refuses nan and infinities (which compare as in range)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        rv = super().convert(value, param, ctx)
+        if not math.isfinite(rv):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
+POSITIVE = Finite(min=0, min_open=True)
+FRACTION = Finite(0, 1, max_open=True)  # [0, 1)
 
 
 def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
@@ -138,7 +143,7 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
                    "replaces CORPUS); sample with --style NAME.")
 @click.option("--style-field", metavar="FIELD",
               help="JSON/JSONL CORPUS: the record field naming each record's style.")
-@click.option("--style-balance", type=click.FloatRange(0, 1), metavar="A",
+@click.option("--style-balance", type=Finite(0, 1), metavar="A",
               help="Draw each style's windows in proportion to (its windows)^(1-A): 1 = all "
                    "styles equally often, 0 = as in the text [0.5].")
 @click.option("--style-dim", type=click.IntRange(min=1), help="Style embedding size [16].")
@@ -156,23 +161,23 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
               help="Cap the steps in each epoch [one full pass].")
 @click.option("--window", type=click.IntRange(min=1), help="Characters per training window [40].")
 @click.option("--step", type=click.IntRange(min=1), help="Characters between window starts [3].")
-@click.option("--val-split", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--val-split", type=FRACTION,
               help="Fraction held out from the end of the text for validation [0.1].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per step [128].")
 @click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), help="Recurrent cell [lstm].")
 @click.option("--layers", type=click.IntRange(min=1), help="Recurrent layers [2].")
 @click.option("--units", type=click.IntRange(min=1), help="Units per recurrent layer [128].")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True),
+@click.option("--dropout", type=FRACTION,
               help="Dropout after each recurrent layer [0.2].")
 @click.option("--embedding-dim", type=click.IntRange(min=1), help="Character embedding size [64].")
 @click.option("--optimizer", type=click.Choice(["rmsprop", "adam", "adagrad", "sgd"]),
               help="Optimizer [rmsprop].")
-@click.option("--lr", type=float, callback=_positive_float, help="Learning rate [0.01].")
-@click.option("--clipnorm", type=click.FloatRange(min=0), help="Gradient norm clip, 0 = off [5].")
+@click.option("--lr", type=POSITIVE, help="Learning rate [0.01].")
+@click.option("--clipnorm", type=Finite(min=0), help="Gradient norm clip, 0 = off [5].")
 @click.option("--seed", type=click.IntRange(min=0), help="Random seed [drawn and recorded].")
 @click.option("--patience", type=click.IntRange(min=1),
               help="Stop after N epochs without a better validation loss [off].")
-@click.option("--max-minutes", type=float, callback=_positive_float,
+@click.option("--max-minutes", type=POSITIVE,
               help="Stop at the last epoch end that fits in this many minutes [off].")
 @click.option("--sample-every", type=click.IntRange(min=0),
               help="Print and save samples every N epochs, 0 = never [1].")
@@ -199,7 +204,7 @@ def train(corpus, config_file, out, resume, save_every, styles, **flags):
     textgen train --style sonnets=corpora/sonnets.txt --style plays=corpora/tinyshakespeare.txt
     textgen train corpora/sonnets.txt --level word --max-words 5000
     """
-    from .config import resolve
+    from .config import by_section, resolve
     from .runs import default_run_path, open_run
     from .train import train as run_training
 
@@ -209,24 +214,15 @@ def train(corpus, config_file, out, resume, save_every, styles, **flags):
         raise click.UsageError("give a CORPUS to train on (or --style NAME=CORPUS twice)")
     if styles and flags["style_field"]:
         raise click.UsageError("give --style NAME=CORPUS or --style-field, not both")
-    sections = {
-        "clean": (*CLEAN_KEYS, "style_field"),
-        "tokens": ("level", "max_words"),
-        "window": ("window", "step", "val_split", "batch_size", "style_balance"),
-        "model": ("cell", "layers", "units", "dropout", "embedding_dim", "style_dim"),
-        "train": ("epochs", "steps_per_epoch", "optimizer", "lr", "clipnorm", "seed",
-                  "patience", "max_minutes", "sample_every", "sample_chars", "tensorboard",
-                  "strategy", "precision"),
-    }
-    overrides = {s: {k: flags[k] for k in keys} for s, keys in sections.items()}
     if resume and out is None:
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
     # Resuming starts from the run's recorded config; flags may then extend --epochs.
-    base = open_run(out).config if resume else None
-    config = resolve(_config_path(config_file), overrides, base=base)
+    run = open_run(out) if resume else None
+    config = resolve(_config_path(config_file), by_section(flags),
+                     base=run.config if run else None)
     if out is None:
         out = default_run_path("-".join(styles) if styles else Path(corpus[0]).stem or "run")
-    result = run_training(list(corpus), config, out, resume=resume, save_every=save_every,
+    result = run_training(list(corpus), config, out, resume=run, save_every=save_every,
                           styles=styles)
     best = "n/a" if result.best_loss is None else f"{result.best_loss:.4f} nats/char"
     stopped = f"; stopped by {result.stopped}" if result.stopped else ""
@@ -253,14 +249,14 @@ def clean(inputs, output, report, report_json, config_file, **flags):
     textgen clean tweets.json --field text --remove-urls --unescape-html --charset ascii
     textgen clean lyrics/ --glob "*.lyr" --encoding cp1252 --collapse-spaces -o lyrics.txt
     """
-    from .config import resolve
+    from .config import by_section, resolve
     from .data import prepare
     from .runs import write_json, write_text
 
     for path in (output, report_json):
         if path is not None and path.exists():
             raise click.UsageError(f"{path} already exists; choose another name or remove it")
-    config = resolve(_config_path(config_file), {"clean": flags})
+    config = resolve(_config_path(config_file), by_section(flags))
     prep = prepare(list(inputs), config, keep_text=True, need_windows=False)
     if report:
         click.echo(prep.describe(), err=True)
@@ -277,10 +273,11 @@ def clean(inputs, output, report, report_json, config_file, **flags):
               type=click.Path(path_type=Path), help="Run folder to sample from.")
 @click.option("--chars", type=click.IntRange(min=1), help="Characters per sample [500].")
 @click.option("--lines", type=click.IntRange(min=1), help="Or: generated lines per sample.")
-@click.option("--temperature", "--diversity", "temperatures", type=float, multiple=True,
+@click.option("--temperature", "--diversity", "temperatures", type=Finite(min=0), multiple=True,
               help="Sampling temperature; repeat for one block per value. 0 = greedy [1.0].")
 @click.option("--top-k", type=click.IntRange(min=1), help="Sample only from the K likeliest.")
-@click.option("--top-p", type=float, help="Sample only from the smallest set with mass P.")
+@click.option("--top-p", type=Finite(0, 1, min_open=True),
+              help="Sample only from the smallest set with mass P.")
 @click.option("--prime", help="Text to start from (output starts with it).")
 @click.option("--prime-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the prime text from a file.")
@@ -305,23 +302,37 @@ def sample(run_dir, chars, lines, temperatures, top_k, top_p, prime, prime_file,
     textgen sample --prime "ROMEO:" --n 3 --seed 1 --format jsonl
     textgen sample --style sonnets --lines 14 --temperature 0.5
     """
-    from .sample import SampleRequest, load, validate_request
+    from .sample import load
 
+    record = None
     if replay is not None:
         record = _parse_record(replay)
         run_dir = Path(record.get("run", run_dir)) if run_dir == Path(DEFAULT_RUN) else run_dir
     if prime is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
     if prime_file is not None:
-        prime = prime_file.read_text(encoding="utf-8")
+        prime = _read_prime_file(prime_file)
     if stream and n > 1:
         raise click.UsageError("--stream prints one sample at a time; use it with --n 1")
     if output is not None and output.exists():
         raise click.UsageError(f"{output} already exists; choose another --output or remove it")
 
     gen = load(run_dir)
-    if replay is not None:
-        requests = [_request_from_record(record, gen)]
+    requests = _sample_requests(gen, record, prime, chars, lines, temperatures, top_k, top_p, n,
+                                seed, stop, style)
+    with click.open_file(str(output) if output else "-", "w", encoding="utf-8",
+                         atomic=output is not None) as sink:
+        for req in requests:
+            _write_samples(sink, gen, req, run_dir, fmt, stream, record,
+                           headers=fmt == "text" and (len(requests) > 1 or n > 1))
+
+
+def _sample_requests(gen, record, prime, chars, lines, temperatures, top_k, top_p, n, seed,
+                     stop, style) -> list:
+    from .sample import SampleRequest, request_from_record, validate_request
+
+    if record is not None:
+        requests = [request_from_record(record, gen.weights_hash)]
     else:
         if chars is None and lines is None:
             chars = 500
@@ -336,94 +347,73 @@ def sample(run_dir, chars, lines, temperatures, top_k, top_p, prime, prime_file,
             validate_request(req)
         except ValueError as e:
             raise click.UsageError(str(e)) from None
+    return requests
 
-    sink = _Sink(output)
-    show_headers = fmt == "text" and (len(requests) > 1 or n > 1)
-    for req in requests:
-        streaming = stream and fmt == "text"
-        if streaming:
-            if show_headers:
-                sink.write(_header(req, 0))
-            if req.prime is not None:
-                sink.write(req.prime)
-        try:
-            results = gen.sample(req, on_text=(lambda b, ch: sink.write(ch, flush=True))
-                                 if streaming else None)
-        except PrimeError as e:
-            raise click.UsageError(str(e)) from None
-        for s in results:
-            if replay is not None and s.index != record.get("index", 0):
-                continue
-            if fmt == "jsonl":
-                sink.write(json.dumps(_record(req, s, gen, run_dir), ensure_ascii=False) + "\n")
-            elif streaming:
-                sink.write("\n")
-            else:
-                if show_headers:
-                    sink.write(_header(req, s.index))
-                sink.write((req.prime or "") + s.text + "\n")
-    sink.close()
+
+def _write_samples(sink, gen, req, run_dir, fmt, stream, record, headers) -> None:
+    """One request's samples to ``sink``: as text (streamed as generated with ``stream``) or as
+    JSONL records."""
+    from .sample import sample_record
+
+    # One text sample is written as it is generated, in constant memory (flushed per
+    # character with --stream); several are generated as a batch and written at the end.
+    streaming = fmt == "text" and req.n == 1 and (req.stop is None or gen.vocab.level == "char")
+    if streaming:
+        if headers:
+            sink.write(_header(req, 0))
+        if req.prime is not None:
+            sink.write(req.prime)
+
+    def on_text(b, text):
+        sink.write(text)
+        if stream:
+            sink.flush()
+
+    try:
+        results = gen.sample(req, on_text=on_text if streaming else None, keep=not streaming)
+    except PrimeError as e:
+        raise click.UsageError(str(e)) from None
+    for s in results:
+        if record is not None and s.index != record.get("index", 0):
+            continue
+        if fmt == "jsonl":
+            rec = sample_record(req, s, gen.weights_hash, run_dir)
+            sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
+        elif streaming:
+            sink.write("\n")
+        else:
+            if headers:
+                sink.write(_header(req, s.index))
+            sink.write((req.prime or "") + s.text + "\n")
 
 
 def _header(req, index) -> str:
     return f"----- temperature {req.temperature:g}, sample {index + 1} of {req.n}\n"
 
 
-def _record(req, s, gen, run_dir) -> dict:
-    return {"text": s.text, "prime": s.prime, "seed": s.seed, "temperature": req.temperature,
-            "top_k": req.top_k, "top_p": req.top_p, "chars": req.chars, "lines": req.lines,
-            "stop": req.stop, "n": req.n, "index": s.index, "weights": gen.weights_hash,
-            "style": req.style, "run": str(run_dir)}
-
-
 def _parse_record(text: str) -> dict:
+    from .sample import parse_record
+
     try:
-        record = json.loads(text)
-    except ValueError:
-        raise click.BadParameter("not a JSON record", param_hint="--replay") from None
-    if not isinstance(record, dict) or "seed" not in record or "prime" not in record:
-        raise click.BadParameter("record lacks seed/prime; pass a line from --format jsonl",
-                                 param_hint="--replay")
-    return record
+        return parse_record(text)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--replay") from None
 
 
-def _request_from_record(record: dict, gen):
-    from .sample import SampleRequest
-
-    if record.get("weights") not in (None, gen.weights_hash):
-        raise click.UsageError(
-            f"record was made with weights {record['weights']}, this run has "
-            f"{gen.weights_hash}; pass --run with the run that made it"
-        )
-    return SampleRequest(prime=record["prime"], chars=record.get("chars"),
-                         lines=record.get("lines"), temperature=record.get("temperature", 1.0),
-                         top_k=record.get("top_k"), top_p=record.get("top_p"),
-                         n=record.get("n", 1), seed=record["seed"], stop=record.get("stop"),
-                         style=record.get("style"))
+PRIME_FILE_MAX = 1_000_000  # bytes: a prime is context, not a corpus
 
 
-class _Sink:
-    """stdout, or a file written atomically at the end (never overwriting an existing one)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        self.parts: list[str] = []
-
-    def write(self, text: str, flush: bool = False) -> None:
-        if self.path is None:
-            sys.stdout.write(text)
-            if flush:
-                sys.stdout.flush()
-        else:
-            self.parts.append(text)
-
-    def close(self) -> None:
-        if self.path is None:
-            sys.stdout.flush()
-            return
-        from .runs import write_text
-
-        write_text(self.path, "".join(self.parts))
+def _read_prime_file(path: Path) -> str:
+    with path.open("rb") as f:
+        data = f.read(PRIME_FILE_MAX + 1)
+    if len(data) > PRIME_FILE_MAX:
+        raise click.BadParameter(f"{path} is over {PRIME_FILE_MAX:,} bytes; a prime is the "
+                                 "start of a text, give a shorter one", param_hint="--prime-file")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise click.BadParameter(f"{path}: byte 0x{data[e.start]:02x} at offset {e.start} is not "
+                                 "UTF-8; save the prime as UTF-8", param_hint="--prime-file") from None
 
 
 @cli.command(context_settings=CONTEXT)
@@ -436,7 +426,7 @@ class _Sink:
               help="Also measure the novelty of N generated samples.")
 @click.option("--sample-chars", type=click.IntRange(min=20), default=500, show_default=True,
               help="Characters per novelty sample.")
-@click.option("--temperature", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--temperature", type=Finite(min=0), default=1.0, show_default=True,
               help="Temperature of the novelty samples.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
               help="Seed for the novelty samples and reference passages.")
@@ -466,10 +456,13 @@ def evaluate(run_dir, corpus, order, samples, sample_chars, temperature, seed, t
     textgen evaluate checkpoints/latest --corpus other-play.txt --order 5
     textgen evaluate checkpoints/latest --classify --passage-chars 300
     """
-    from .evaluate import evaluate_run, format_result
+    from .evaluate import EvalRequest, evaluate_run, format_result
 
-    result = evaluate_run(run_dir, corpus, order, samples, sample_chars, temperature, seed,
-                          list(train_corpus) or None, style, classify_, passage_chars, passages)
+    req = EvalRequest(corpus=corpus, order=order, samples=samples, sample_chars=sample_chars,
+                      temperature=temperature, seed=seed, train_corpus=list(train_corpus) or None,
+                      style=style, classify=classify_, passage_chars=passage_chars,
+                      passages=passages)
+    result = evaluate_run(run_dir, req)
     click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
 
 
@@ -589,6 +582,57 @@ def info(run_dir, as_json, devices):
                 click.echo(f"  {k}: {v!r}" if isinstance(v, str) else f"  {k}: {v}")
         else:
             click.echo(f"{key}: {value}")
+
+
+def _export_output(ctx, param, value):
+    if value is not None and value.suffix.lower() not in (".html", ".htm", ".keras"):
+        raise click.BadParameter(f"{value}: name the output .html (a web page) or .keras "
+                                 "(a Keras model)")
+    return value
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("run_dir", metavar="RUN", default=DEFAULT_RUN, type=click.Path(path_type=Path))
+@click.option("--output", "-o", required=True, type=click.Path(path_type=Path),
+              callback=_export_output,
+              help="FILE.html: a self-contained web page; FILE.keras: a Keras model. "
+                   "Refuses to overwrite.")
+def export(run_dir, output):
+    """Export RUN as one self-contained web page (.html) or a standard Keras model (.keras).
+
+    The page holds the weights (float32), vocabulary, config and a JavaScript copy of the NumPy
+    sampler; it makes no network request (a Content-Security-Policy forbids them), so it works
+    opened from disk or from any static host. It has prime text, length, temperature (quick
+    picks 0.2 / 0.5 / 1.0), top-k, top-p, seed, a style picker for styled runs, Generate, Stop
+    and Copy, and shows text as it is generated. It supports LSTM, GRU and RNN cells, any depth,
+    character and word level.
+
+    At temperature 0 the page writes exactly what `textgen sample --temperature 0` prints for
+    the same prime; its next-token probabilities agree with the NumPy sampler to 1e-4. With a
+    temperature, draws come from the page's own seeded generator (mulberry32): a page seed
+    always gives the same text in the page, but page seeds and CLI --seed values are different
+    random streams, so they give different texts.
+
+    \b
+    Query parameters: prime, chars, temperature, top_k, top_p, seed (0 to 2^32-1), style;
+    autorun=1 generates on load, writes prime + text into the element #output and sets
+    data-done="1" on it; debug=probs writes the next-token distributions after each prime
+    token as JSON into #output (window.textgenProbs(prime, {temperature, top_k, top_p,
+    style}) returns the same). For a headless browser:
+      chromium --headless --virtual-time-budget=60000 --dump-dom \\
+        "file:///path/page.html?prime=ROMEO:&chars=200&temperature=0&autorun=1"
+
+    .keras: Embedding -> RNN layers -> Dropout -> Dense logits (plus the style input for styled
+    runs), built-in layers only: keras.saving.load_model(path) opens it without custom objects;
+    softmax of its last logits is the sampler's next-token distribution. Needs TensorFlow.
+
+    \b
+    textgen export checkpoints/latest -o shakespeare.html
+    textgen export checkpoints/latest -o shakespeare.keras
+    """
+    from .export import export_run
+
+    click.echo(str(export_run(run_dir, output)))
 
 
 def main() -> None:

@@ -216,7 +216,20 @@ class Config:
         return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
 
 
-SECTIONS = {f.name: f.type for f in fields(Config)}
+SECTIONS = {f.name: type(getattr(Config(), f.name)) for f in fields(Config)}
+# Every setting's name is unique across sections, so a flag reaches its section by name alone.
+SECTION_OF = {key.name: section for section, cls in SECTIONS.items() for key in fields(cls)}
+assert len(SECTION_OF) == sum(len(fields(cls)) for cls in SECTIONS.values()), "duplicate keys"
+
+
+def by_section(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """{setting: value} (e.g. command-line flags) -> {section: {setting: value}}; names that
+    are not settings (a command's own options) are left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in values.items():
+        if key in SECTION_OF:
+            out.setdefault(SECTION_OF[key], {})[key] = value
+    return out
 
 
 def _positive(name: str, value: int) -> None:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from ._version import __version__
 from .config import Config
 from .corpus import (RARE_FLAG, CorpusReport, document_bounds, find_files,
                      read_documents_by_field, read_documents_cleaned)

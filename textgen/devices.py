@@ -48,15 +48,6 @@ def make_strategy(name: str):
     raise ConfigError(f"unknown strategy {name!r}")
 
 
-def worker_role() -> tuple[str, int]:
-    """(task type, index) from TF_CONFIG, or ("chief", 0) when not distributed."""
-    try:
-        task = json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {})
-    except ValueError:
-        return "chief", 0
-    return task.get("type", "chief"), int(task.get("index", 0))
-
-
 SMALL_CPU = 2  # cores; the thread settings below were measured on a 2-core machine only
 
 

@@ -6,9 +6,16 @@ and shows a traceback.
 
 
 class TextgenError(Exception):
-    """A problem the user can act on. ``str(err)`` is the whole message, one line."""
+    """A problem the user can act on. ``str(err)`` is the whole message, one line, in terms of
+    the library; ``cli_hint``, when set, is the command-line way to act on it (the CLI adds it)."""
 
     exit_code = 1
+    cli_hint: str | None = None
+
+    def __init__(self, message: str, cli_hint: str | None = None):
+        super().__init__(message)
+        if cli_hint is not None:
+            self.cli_hint = cli_hint
 
 
 class CorpusError(TextgenError):
@@ -31,3 +38,9 @@ class TrainingDiverged(TextgenError):
     """Loss became NaN/inf; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class DiskFull(RunError):
+    """A write failed for lack of space; what was there before is intact."""
+
+    exit_code = 4

@@ -28,125 +28,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .baselines import KneserNey, as_text, unigram_loss
 from .sample import Network
+from .score import heldout_loss, model_loss
 
-STREAMS = 32
 BASELINE_CHARS = 5_000_000  # baselines and novelty use at most this much training text (its end)
-
-
-def row_logliks(net: Network, grid: np.ndarray, style=None) -> np.ndarray:
-    """Log-likelihood (nats) of each row of ``grid`` (B x L ids) after its first token, the
-    state carried along the row; ``style``: one style id, or one per row."""
-    grid = np.asarray(grid, dtype=np.int64)
-    rows = np.arange(len(grid))
-    state = net.initial_state(len(grid))
-    total = np.zeros(len(grid))
-    for t in range(grid.shape[1] - 1):
-        logits, state = net.step(grid[:, t], state, style)
-        logits = logits.astype(np.float64)
-        m = logits.max(axis=1, keepdims=True)
-        logz = m[:, 0] + np.log(np.exp(logits - m).sum(axis=1))
-        total += logits[rows, grid[:, t + 1]] - logz
-    return total
-
-
-def heldout_total(net: Network, ids: np.ndarray, streams: int = STREAMS,
-                  style: int | None = None) -> tuple[float, int]:
-    """(Summed cross-entropy in nats, number of tokens scored) over ``ids``, cut into
-    ``streams`` contiguous rows run as one batch."""
-    ids = np.asarray(ids, dtype=np.int64)
-    streams = max(1, min(streams, len(ids) // 2))
-    length = len(ids) // streams
-    grid = ids[: length * streams].reshape(streams, length)
-    return float(-row_logliks(net, grid, style).sum()), streams * (length - 1)
-
-
-def heldout_loss(net: Network, ids: np.ndarray, streams: int = STREAMS,
-                 style: int | None = None) -> float:
-    """Mean next-token cross-entropy (nats) over ``ids``, state carried along the text."""
-    total, count = heldout_total(net, ids, streams, style)
-    return total / count
-
-
-def model_loss(net: Network, ids: np.ndarray, segments: np.ndarray | None) -> float:
-    """heldout_loss, or with style ``segments`` the mean over each style's part scored with
-    its own style."""
-    if segments is None:
-        return heldout_loss(net, ids)
-    bounds = [*map(int, segments), len(ids)]
-    parts = [heldout_total(net, ids[a:b], style=i)
-             for i, (a, b) in enumerate(zip(bounds, bounds[1:])) if b - a >= 2]
-    return sum(t for t, _ in parts) / sum(c for _, c in parts)
-
-
-def as_text(ids, vocab) -> str:
-    """Ids as a string the n-gram baseline can count: the characters themselves, or one
-    private code point per word token (U+10000 + id)."""
-    if vocab.level == "char":
-        chars = vocab.tokens
-        return "".join(chars[i] for i in ids)
-    return "".join(map(chr, np.asarray(ids, np.int64) + 0x10000))
-
-
-def unigram_loss(train: np.ndarray, test: np.ndarray, vocab_size: int) -> float:
-    counts = np.bincount(np.asarray(train, np.int64), minlength=vocab_size).astype(np.float64)
-    probs = (counts + 1) / (counts.sum() + vocab_size)
-    return float(-np.log(probs[np.asarray(test, np.int64)]).mean())
-
-
-class KneserNey:
-    """Interpolated Kneser-Ney over characters (strings of ids as text)."""
-
-    def __init__(self, text: str, order: int = 6, vocab_size: int | None = None):
-        self.order = order
-        self.vocab_size = vocab_size or len(set(text))
-        # counts[order]: raw n-gram counts. counts[k], k < order: continuation counts, the
-        # number of distinct characters seen before each k-gram (from the distinct k+1-grams).
-        self.counts: list[dict[str, int]] = [dict() for _ in range(order + 1)]
-        self.counts[order] = dict(Counter(text[i : i + order]
-                                          for i in range(len(text) - order + 1)))
-        for k in range(order - 1, 0, -1):
-            cont: Counter = Counter()
-            for g in self.counts[k + 1]:
-                cont[g[1:]] += 1
-            self.counts[k] = dict(cont)
-        self.totals: list[dict[str, int]] = [dict() for _ in range(order + 1)]
-        self.follow: list[dict[str, int]] = [dict() for _ in range(order + 1)]
-        self.discount = [0.0] * (order + 1)
-        for k in range(1, order + 1):
-            totals: defaultdict = defaultdict(int)
-            follow: defaultdict = defaultdict(int)
-            n1 = n2 = 0
-            for g, c in self.counts[k].items():
-                totals[g[:-1]] += c
-                follow[g[:-1]] += 1
-                n1 += c == 1
-                n2 += c == 2
-            self.totals[k], self.follow[k] = dict(totals), dict(follow)
-            self.discount[k] = n1 / (n1 + 2 * n2) if n1 + n2 else 0.75
-
-    def prob(self, context: str, ch: str) -> float:
-        p = 1.0 / self.vocab_size
-        for k in range(1, self.order + 1):
-            h = context[len(context) - (k - 1):] if k > 1 else ""
-            if len(h) < k - 1:
-                break
-            total = self.totals[k].get(h, 0)
-            if total == 0:
-                continue  # unseen context: keep the lower order's estimate
-            d = self.discount[k]
-            c = self.counts[k].get(h + ch, 0)
-            p = (max(c - d, 0.0) + d * self.follow[k][h] * p) / total
-        return p
-
-    def loss(self, text: str, context: str = "") -> float:
-        """Mean cross-entropy (nats/char) of ``text``; ``context`` precedes it."""
-        full = context[-(self.order - 1):] + text if self.order > 1 else text
-        offset = len(full) - len(text)
-        total = 0.0
-        for i in range(offset, len(full)):
-            total -= math.log(self.prob(full[max(0, i - self.order + 1) : i], full[i]))
-        return total / len(text)
 
 
 # ----------------------------------------------------------------------------- novelty
@@ -239,64 +125,43 @@ def training_data(run, corpus_override: list[str] | None = None):
     return prep.split
 
 
-def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: int = 0,
-                 sample_chars: int = 500, temperature: float = 1.0, seed: int = 0,
-                 train_corpus: list[str] | None = None, style: str | None = None,
-                 classify: bool = False, passage_chars: int = 300, passages: int = 100) -> dict:
+@dataclass(frozen=True)
+class EvalRequest:
+    """What ``evaluate_run`` measures (the defaults are ``textgen evaluate``'s)."""
+
+    corpus: str | None = None  # held-out text to score instead of the validation split
+    order: int = 6  # of the Kneser-Ney n-gram baseline
+    samples: int = 0  # novelty of this many generated samples (0: not measured)
+    sample_chars: int = 500
+    temperature: float = 1.0
+    seed: int = 0
+    train_corpus: list[str] | None = None  # the training text, if it moved since training
+    style: str | None = None  # styled runs: the style to score ``corpus`` (and samples) under
+    classify: bool = False  # styled runs: accuracy of telling held-out passages' styles apart
+    passage_chars: int = 300
+    passages: int = 100
+
+
+def evaluate_run(run_dir, req: EvalRequest = EvalRequest()) -> dict:
     """Held-out loss of the run's best weights beside baselines, and optional novelty.
 
     Losses are per token and per character (the same for character-level runs; for word-level
     runs the per-character figure divides a text's total by its characters, so the two levels
-    compare). A styled run's validation text is scored style by style; ``--corpus`` text under
-    ``style``.
+    compare). A styled run's validation text is scored style by style; ``req.corpus`` text
+    under ``req.style``.
     """
     from . import runs
-    from .corpus import clean_chars, read_corpus
-    from .errors import RunError
-    from .sample import Generator, SampleRequest
+    from .sample import Generator
 
     gen = Generator(runs.open_run(run_dir))
     run, vocab = gen.run, gen.vocab
-    split = training_data(run, train_corpus)
+    split = training_data(run, req.train_corpus)
     # The n-gram tables are Python dicts: bound them on big corpora by fitting on the end of
     # the training text, the part next to the validation split.
     train_ids = split.train[-BASELINE_CHARS:]
-    segments = None
+    test_ids, source, segments = _heldout(gen, split, req.corpus)
     unit = "chars" if vocab.level == "char" else "tokens"
-    if corpus is None:
-        test_ids, source = split.val, f"the run's validation split ({len(split.val):,} {unit})"
-        segments = split.val_segments
-        if len(test_ids) < 2:
-            raise RunError(f"{run.path}: the run has no validation split; pass --corpus FILE")
-    else:
-        text, _ = read_corpus([corpus], run.config.clean)
-        text = clean_chars(text, run.config.clean,
-                           vocab.tokens if vocab.level == "char" else None)
-        unknown = vocab.missing(text)
-        if unknown:
-            from .vocab import describe_chars
-
-            raise RunError(f"{corpus}: characters the model never saw: {describe_chars(unknown)}")
-        test_ids, source = vocab.encode(text), f"{corpus} ({len(text):,} chars)"
-    style_id = gen.style_id(style) if corpus is not None and gen.styles else None
-
-    def loss(net):
-        if style_id is not None:
-            return heldout_loss(net, test_ids, style=style_id)
-        return model_loss(net, test_ids, segments)
-
-    rows = [("textgen model (weights.h5)", loss(gen.network))]
-    init = run.file("weights.init.h5")
-    if init.exists():
-        named, _, _ = runs.read_weights(init)
-        rows.append(("untrained model", loss(Network(run.config.model, named))))
-    rows.append(("unigram", unigram_loss(train_ids, test_ids, len(vocab))))
-    train_text = as_text(train_ids, vocab)
-    test_text = as_text(test_ids, vocab)
-    kn = KneserNey(train_text, order, vocab_size=len(vocab))
-    # Like the model's streams, the n-gram sees no context before the held-out text's start.
-    rows.append((f"{order}-gram Kneser-Ney" + ("" if unit == "chars" else " (words)"),
-                 kn.loss(test_text[1:], context=test_text[:1])))
+    rows = _scores(gen, train_ids, test_ids, segments, req)
     fitted = (f"baselines fitted on the last {len(train_ids):,} of {len(split.train):,} "
               f"training {unit}" if len(train_ids) < len(split.train) else
               f"baselines fitted on the {len(train_ids):,} training {unit}")
@@ -310,28 +175,82 @@ def evaluate_run(run_dir, corpus: str | None = None, order: int = 6, samples: in
                     "bits_per_char": loss_ / chars_per_token / math.log(2)}
                    for name, loss_ in rows],
     }
-    if classify:
+    if req.classify:
         from .classify import classification_accuracy
 
-        result["classify"] = classification_accuracy(gen, split, passage_chars, passages)
-    if samples:
-        plain_train = train_text if vocab.level == "char" else vocab.decode(train_ids)
-        plain_test = test_text if vocab.level == "char" else vocab.decode(test_ids)
-        index = NoveltyIndex(plain_train, sample_chars)
-        req = SampleRequest(chars=sample_chars, temperature=temperature, n=samples, seed=seed,
-                            style=style if style is not None else
-                            (gen.styles[0] if gen.styles else None))
-        generated = [s.text[:sample_chars] for s in gen.sample(req)]
-        rng = np.random.default_rng(seed)
-        starts = rng.integers(0, max(len(plain_test) - sample_chars, 1), size=samples)
-        real = [plain_test[s : s + sample_chars] for s in starts]
-        result["novelty"] = {
-            "samples": samples, "chars": sample_chars, "temperature": temperature,
-            "style": req.style,
-            "generated": _novelty_summary([index.measure(t) for t in generated]),
-            "heldout_real_text": _novelty_summary([index.measure(t) for t in real]),
-        }
+        result["classify"] = classification_accuracy(gen, split, req.passage_chars,
+                                                     req.passages)
+    if req.samples:
+        result["novelty"] = _novelty(gen, train_ids, test_ids, req)
     return result
+
+
+def _heldout(gen, split, corpus: str | None):
+    """(ids, description, style segments) of the text to score."""
+    from .corpus import clean_chars, read_corpus
+    from .errors import RunError
+    from .vocab import describe_chars
+
+    run, vocab = gen.run, gen.vocab
+    if corpus is None:
+        unit = "chars" if vocab.level == "char" else "tokens"
+        if len(split.val) < 2:
+            raise RunError(f"{run.path}: the run has no validation split; score a held-out "
+                           "text file instead", cli_hint="--corpus FILE")
+        return (split.val, f"the run's validation split ({len(split.val):,} {unit})",
+                split.val_segments)
+    text, _ = read_corpus([corpus], run.config.clean)
+    text = clean_chars(text, run.config.clean, vocab.tokens if vocab.level == "char" else None)
+    unknown = vocab.missing(text)
+    if unknown:
+        raise RunError(f"{corpus}: characters the model never saw: {describe_chars(unknown)}")
+    return vocab.encode(text), f"{corpus} ({len(text):,} chars)", None
+
+
+def _scores(gen, train_ids, test_ids, segments, req: EvalRequest) -> list[tuple[str, float]]:
+    """(name, nats per token) for the model and each baseline, on the same tokens."""
+    from . import runs
+
+    run, vocab = gen.run, gen.vocab
+    style_id = gen.style_id(req.style) if req.corpus is not None and gen.styles else None
+
+    def loss(net):
+        if style_id is not None:
+            return heldout_loss(net, test_ids, style=style_id)
+        return model_loss(net, test_ids, segments)
+
+    rows = [("textgen model (weights.h5)", loss(gen.network))]
+    init = run.file(runs.INIT_WEIGHTS)
+    if init.exists():
+        named = run.read_weights(runs.INIT_WEIGHTS)
+        rows.append(("untrained model", loss(Network(run.config.model, named))))
+    rows.append(("unigram", unigram_loss(train_ids, test_ids, len(vocab))))
+    test_text = as_text(test_ids, vocab)
+    kn = KneserNey(as_text(train_ids, vocab), req.order, vocab_size=len(vocab))
+    # Like the model's streams, the n-gram sees no context before the held-out text's start.
+    rows.append((f"{req.order}-gram Kneser-Ney" + ("" if vocab.level == "char" else " (words)"),
+                 kn.loss(test_text[1:], context=test_text[:1])))
+    return rows
+
+
+def _novelty(gen, train_ids, test_ids, req: EvalRequest) -> dict:
+    """Novelty of generated samples beside held-out real text of the same length."""
+    from .sample import SampleRequest
+
+    vocab, chars = gen.vocab, req.sample_chars
+    index = NoveltyIndex(vocab.decode(train_ids), chars)
+    plain_test = vocab.decode(test_ids)
+    sreq = SampleRequest(chars=chars, temperature=req.temperature, n=req.samples, seed=req.seed,
+                         style=req.style if req.style is not None else
+                         (gen.styles[0] if gen.styles else None))
+    generated = [s.text[:chars] for s in gen.sample(sreq)]
+    rng = np.random.default_rng(req.seed)
+    starts = rng.integers(0, max(len(plain_test) - chars, 1), size=req.samples)
+    real = [plain_test[s : s + chars] for s in starts]
+    return {"samples": req.samples, "chars": chars, "temperature": req.temperature,
+            "style": sreq.style,
+            "generated": _novelty_summary([index.measure(t) for t in generated]),
+            "heldout_real_text": _novelty_summary([index.measure(t) for t in real])}
 
 
 def _novelty_summary(measures: list[Novelty]) -> dict:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 from . import runs
 from .errors import TextgenError
-from .train import LOG_FIELDS, STEPS_FILE, read_csv  # noqa: F401 - the files plotted
 
 
 def plot_run(run_dir: str | Path, output: Path) -> Path:
@@ -24,8 +23,8 @@ def plot_run(run_dir: str | Path, output: Path) -> Path:
     except ImportError:
         raise TextgenError('plotting needs matplotlib: pip install "textgen[plot]"') from None
     run = runs.open_run(run_dir)
-    epochs = read_csv(run.file(runs.LOG_FILE))
-    steps = read_csv(run.file(STEPS_FILE))
+    epochs = runs.read_csv(run.file(runs.LOG_FILE))
+    steps = runs.read_csv(run.file(runs.STEPS_FILE))
     if not epochs and not steps:
         raise TextgenError(f"{run.path}: nothing to plot yet (no log.csv rows)")
 

@@ -12,6 +12,12 @@ A run folder is self-contained; ``sample`` needs nothing else::
       log.csv          one row per epoch: loss, val_loss, bits per char, learning rate
       corpus.json      the corpus report (files, characters, character counts)
       prime-text.txt   the first 100,000 characters of the training text (for --prime random)
+      last.prev.h5     the checkpoint before last.h5 (used if last.h5 cannot be read)
+      steps.csv        one row per step: the batch's loss and its exponential smoothing
+      samples.txt      samples written during training, by epoch and temperature
+      weights.init.h5  the untrained weights, the baseline ``evaluate`` reports
+
+This module alone names these files and defines the CSV logs' fields.
 
 Weight format (stable, read by h5py without TensorFlow): an HDF5 file with attribute
 ``format = "textgen-weights"`` and ``version = 1``, and one float32 dataset per tensor named
@@ -27,6 +33,9 @@ A reader therefore sees either the old or the new version, never a truncated one
 
 from __future__ import annotations
 
+import csv
+import errno
+import io
 import json
 import os
 import tempfile
@@ -37,9 +46,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from . import __version__
-from .config import Config
-from .errors import ConfigError, RunError
+from ._version import __version__
+from .config import Config, ModelConfig
+from .errors import ConfigError, DiskFull, RunError
 from .vocab import Vocab, WordVocab
 
 RUN_FORMAT = 1
@@ -57,6 +66,15 @@ CORPUS_REPORT = "corpus.json"
 SCRIPT_LOG = "train.log"  # scripts/cloud/train.sh appends textgen's output here
 PRIME_TEXT = "prime-text.txt"  # a slice of the training text, for --prime random
 PRIME_TEXT_CHARS = 100_000
+PREV_LAST = "last.prev.h5"  # the checkpoint before last.h5, used if last.h5 is unreadable
+STEPS_FILE = "steps.csv"  # per-step training loss and its exponential smoothing
+SAMPLES_FILE = "samples.txt"  # samples written during training
+INIT_WEIGHTS = "weights.init.h5"  # the untrained model, the baseline `evaluate` reports
+TENSORBOARD_DIR = "tensorboard"
+LOCK_FILE = ".lock"  # held (flock) by the process training the run; holds its PID
+
+LOG_FIELDS = ["epoch", "step", "loss", "val_loss", "bpc", "val_bpc", "lr", "seconds"]
+STEP_FIELDS = ["step", "epoch", "loss", "smooth_loss"]
 
 
 @contextmanager
@@ -73,7 +91,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -85,7 +103,7 @@ def _umask() -> int:
     return mask
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     try:
         fd = os.open(directory, os.O_RDONLY)
     except OSError:
@@ -98,12 +116,38 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def write_text(path: Path, text: str) -> None:
+def _mount_point(path: Path) -> str:
+    path = Path(os.path.abspath(path))
+    while not os.path.ismount(path) and path != path.parent:
+        path = path.parent
+    return str(path)
+
+
+def write_error(path: Path, e: OSError) -> RunError:
+    """The one-line error for a failed write of ``path`` (whose previous version is intact)."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"no space left on {_mount_point(Path(path).parent)} while writing "
+                        f"{path}; the previous version is intact: free some space, then resume")
+    return RunError(f"{path}: cannot write ({e.strerror or e}); the previous version is intact")
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically; a full disk is a ``DiskFull`` error."""
     try:
         with atomic_path(path) as tmp:
-            tmp.write_text(text, encoding="utf-8")
+            write_file(tmp, data)
     except OSError as e:
-        raise RunError(f"{path}: cannot write ({e.strerror}); the previous version is intact") from None
+        raise write_error(path, e) from None
+
+
+def write_file(path: Path, data: bytes) -> None:
+    """The one place a run folder's bytes reach the disk (tests inject a full disk here)."""
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def write_text(path: Path, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -119,52 +163,136 @@ def read_json(path: Path) -> Any:
         raise RunError(f"{path}: not valid JSON; the run folder is damaged") from None
 
 
+def read_csv(path: Path) -> list[dict]:
+    """The rows of a CSV log as dicts of strings ([] if the file does not exist yet)."""
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
+    """Write a whole CSV log atomically (None values as empty cells)."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row[k]) for k in fields})
+    write_text(path, buf.getvalue())
+
+
+def append_text(path: Path, text: str) -> None:
+    """Append ``text`` to a text file, atomically (the file is rewritten whole)."""
+    previous = path.read_text(encoding="utf-8") if path.exists() else ""
+    write_text(path, previous + text)
+
+
 def write_weights(path: Path, named: dict[str, np.ndarray],
                   extra: dict[str, np.ndarray] | None = None,
                   attrs: dict[str, Any] | None = None) -> None:
     """Write named tensors (and optional ``extra`` ones, e.g. optimizer state) atomically."""
     import h5py
 
-    try:
-        with atomic_path(path) as tmp:
-            with h5py.File(tmp, "w") as f:
-                f.attrs["format"] = WEIGHTS_FORMAT
-                f.attrs["version"] = 1
-                for key, value in (attrs or {}).items():
-                    f.attrs[key] = value
-                for name, value in named.items():
-                    f.create_dataset(name, data=value)
-                for name, value in (extra or {}).items():
-                    f.create_dataset(f"_extra/{name}", data=value)
-    except OSError as e:
-        raise RunError(
-            f"{path}: cannot write weights ({e.strerror or e}); the previous checkpoint is intact"
-        ) from None
+    # The HDF5 file is built in memory and written with plain file I/O: HDF5's own writes on a
+    # full disk crashed the process (exit 139) and left temp files behind.
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.attrs["format"] = WEIGHTS_FORMAT
+        f.attrs["version"] = 1
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+        for name, value in named.items():
+            f.create_dataset(name, data=value)
+        for name, value in (extra or {}).items():
+            f.create_dataset(f"_extra/{name}", data=value)
+    write_bytes(path, buf.getvalue())
 
 
-def read_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
-    """Read (named tensors, extra tensors, attributes); RunError if missing or damaged."""
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per cell: LSTM i, f, c, o; GRU z, r, h
+
+
+def weight_shapes(model: ModelConfig, vocab_size: int, n_styles: int = 0
+                  ) -> dict[str, tuple[int, ...]]:
+    """The datasets of a weights file for this model and vocabulary, with their shapes."""
+    g, u = GATES[model.cell], model.units
+    shapes = {"embedding/embeddings": (vocab_size, model.embedding_dim)}
+    if n_styles:
+        shapes["style/embeddings"] = (n_styles, model.style_dim)
+    inputs = model.embedding_dim + (model.style_dim if n_styles else 0)
+    for i in range(model.layers):
+        shapes[f"rnn_{i}/kernel"] = (inputs if i == 0 else u, g * u)
+        shapes[f"rnn_{i}/recurrent_kernel"] = (u, g * u)
+        shapes[f"rnn_{i}/bias"] = (2, g * u) if model.cell == "gru" else (g * u,)
+    shapes["logits/kernel"] = (u, vocab_size)
+    shapes["logits/bias"] = (vocab_size,)
+    return shapes
+
+
+def read_weights(path: Path, expected: dict[str, tuple[int, ...]] | None = None,
+                 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict]:
+    """Read (named tensors, extra tensors, attributes); RunError if missing or damaged.
+
+    With ``expected`` ({dataset: shape}; extras as ``_extra/NAME``) the file must hold exactly
+    those datasets, with those shapes, as floating-point data stored in the file itself; all of
+    that is checked before a byte of data is read, and the values must be finite.
+    """
     import h5py
 
-    named: dict[str, np.ndarray] = {}
-    extra: dict[str, np.ndarray] = {}
     try:
         with h5py.File(path, "r") as f:
             if f.attrs.get("format") != WEIGHTS_FORMAT:
                 raise RunError(f"{path}: not a textgen weights file")
             attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
-
-            def visit(name, obj):
-                if isinstance(obj, h5py.Dataset):
-                    target = extra if name.startswith("_extra/") else named
-                    target[name.removeprefix("_extra/")] = obj[()]
-
-            f.visititems(visit)
+            datasets = _datasets(f, path)
+            if expected is not None:
+                _check_layout(path, datasets, expected)
+            values = {name: ds[()] for name, ds in datasets.items()}
     except FileNotFoundError:
         raise RunError(f"{path}: missing") from None
-    except OSError as e:
+    except (OSError, KeyError, ValueError, TypeError) as e:
         raise RunError(f"{path}: unreadable or truncated weights file ({e})") from None
+    if expected is not None:
+        for name, value in values.items():
+            if not np.isfinite(value).all():
+                raise RunError(f"{path}: {name} holds NaN or infinite values; the weights are "
+                               "damaged")
+    named = {k: v for k, v in values.items() if not k.startswith("_extra/")}
+    extra = {k.removeprefix("_extra/"): v for k, v in values.items() if k.startswith("_extra/")}
     return named, extra, attrs
+
+
+def _datasets(f, path: Path) -> dict:
+    import h5py
+
+    found = {}
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj
+
+    f.visititems(visit)
+    return found
+
+
+def _check_layout(path: Path, datasets: dict, expected: dict[str, tuple[int, ...]]) -> None:
+    unknown = sorted(set(datasets) - set(expected))
+    if unknown:
+        raise RunError(f"{path}: unexpected dataset {unknown[0]!r} (this model has "
+                       f"{len(expected)} tensors); the file is not this run's weights")
+    missing = [name for name in expected if name not in datasets]
+    if missing:
+        raise RunError(f"{path}: dataset {missing[0]!r} is missing; the weights do not match "
+                       "config.json")
+    for name, shape in expected.items():
+        ds = datasets[name]
+        if tuple(ds.shape) != tuple(shape):
+            raise RunError(f"{path}: {name} has shape {tuple(ds.shape)}, config.json implies "
+                           f"{tuple(shape)}; the weights do not match the config")
+        if ds.dtype.kind != "f" and not name.startswith("_extra/"):
+            raise RunError(f"{path}: {name} holds {ds.dtype}, not floating-point numbers")
+        if ds.external or ds.is_virtual or ds.compression is not None:
+            raise RunError(f"{path}: {name} is stored outside the file, virtual or compressed; "
+                           "textgen writes plain datasets only")
 
 
 @dataclass(frozen=True)
@@ -184,10 +312,28 @@ class Run:
         """Style names in style-id order ([] for a run trained without --style)."""
         return list(self.meta.get("styles") or {})
 
+    def read_weights(self, name: str = BEST_WEIGHTS) -> dict[str, np.ndarray]:
+        """A weights file of this run, checked against config.json, vocab.json and the styles
+        before it is used (see ``read_weights``); RunError says what does not match."""
+        path = self.file(name)
+        named, _, attrs = read_weights(path, weight_shapes(self.config.model, len(self.vocab),
+                                                          len(self.styles)))
+        for key, value in identity(self.vocab, self.styles).items():
+            if key in attrs and attrs[key] != value:  # runs before this check lack the attrs
+                what = "vocab.json" if key == "vocab_sha256" else "the styles in config.json"
+                raise RunError(f"{path}: these weights were trained with another vocabulary or "
+                               f"styles than {what} holds; the run folder is mixed up")
+        return named
+
     @property
     def state(self) -> dict[str, Any]:
         p = self.file(STATE_FILE)
         return read_json(p) if p.exists() else {}
+
+
+def identity(vocab: Vocab | WordVocab, styles: list[str]) -> dict[str, str]:
+    """Attributes stored with weights: what vocabulary and styles they were trained with."""
+    return {"vocab_sha256": vocab.digest(), "styles": json.dumps(list(styles))}
 
 
 def config_document(config: Config, extra: dict[str, Any]) -> dict[str, Any]:
@@ -226,27 +372,69 @@ def is_run(path: Path) -> bool:
     return (path / CONFIG_FILE).exists()
 
 
-def prepare_new_run(path: Path) -> None:
-    """Create an empty run folder, refusing to touch anything already there.
+def check_new_run(path: Path) -> None:
+    """Refuse a new run's folder that would overwrite anything: it must be missing or empty.
 
-    A folder holding only ``train.log`` counts as empty: scripts/cloud/train.sh creates it
-    before the first attempt.
+    A folder holding only ``train.log`` (scripts/cloud/train.sh creates it before the first
+    attempt) or the lock of a run that never started counts as empty. Writes nothing.
     """
     if path.exists() and not path.is_dir():
-        raise RunError(f"{path}: --out points at a file; give a folder path")
+        raise RunError(f"{path}: the run folder path points at a file; give a folder path")
     if path.is_dir():
         if is_run(path):
-            raise RunError(
-                f"{path}: already holds a run; pass --resume to continue it, or choose another --out"
-            )
-        if any(p.name != SCRIPT_LOG for p in path.iterdir()):
-            raise RunError(f"{path}: folder is not empty; choose a new or empty --out folder")
+            raise RunError(f"{path}: already holds a run; resume it, or choose another folder",
+                           cli_hint="add --resume, or give another --out")
+        if any(p.name not in (SCRIPT_LOG, LOCK_FILE) for p in path.iterdir()):
+            raise RunError(f"{path}: folder is not empty; choose a new or empty run folder")
+    if not os.access(path if path.exists() else _existing_parent(path), os.W_OK):
+        raise RunError(f"{path}: folder is not writable")
+
+
+def _existing_parent(path: Path) -> Path:
+    path = Path(os.path.abspath(path))
+    while not path.exists():
+        path = path.parent
+    return path
+
+
+@contextmanager
+def training_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive OS lock on run folder ``path`` (created if missing) while training.
+
+    The kernel releases it when the process ends, however it ends, so a killed run never
+    blocks its own resume. A second trainer gets a ``RunError`` naming the PID holding it.
+    Readers (sample, evaluate, info) take no lock: every file is replaced atomically.
+    """
+    import fcntl
+
     try:
         path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise RunError(f"{path}: cannot create run folder ({e.strerror})") from None
-    if not os.access(path, os.W_OK):
-        raise RunError(f"{path}: folder is not writable")
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise RunError(f"{path}: another textgen process (PID {holder}) is training this "
+                           "run; wait for it to finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        remove_stale_temps(path)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def remove_stale_temps(path: Path) -> list[str]:
+    """Delete temp files a killed writer left in a run folder (only under the training lock)."""
+    removed = []
+    for p in path.iterdir():
+        if p.name.startswith(".") and (p.name.endswith(".tmp") or p.name.endswith(".new")):
+            p.unlink(missing_ok=True)
+            removed.append(p.name)
+    return removed
 
 
 def default_run_path(corpus_name: str, root: Path = DEFAULT_ROOT) -> Path:
@@ -281,21 +469,14 @@ def point_latest(run_path: Path, root: Path = DEFAULT_ROOT) -> None:
 
 def summarise(path: str | Path) -> dict[str, Any]:
     """What ``textgen info`` shows: config, vocabulary, parameter count, progress, best loss."""
-    import h5py
-
     run = open_run(path)
     state = run.state
-    params = None
-    weights = run.file(BEST_WEIGHTS)
-    if weights.exists():
+    params: int | str = "no weights yet"
+    if run.file(BEST_WEIGHTS).exists():
         try:
-            with h5py.File(weights, "r") as f:
-                counts = []
-                f.visititems(lambda n, o: counts.append(o.size) if isinstance(o, h5py.Dataset)
-                             else None)
-                params = int(sum(counts))
-        except OSError:
-            params = "unreadable weights.h5"
+            params = int(sum(v.size for v in run.read_weights().values()))
+        except RunError as e:
+            params = f"unreadable ({e})"
     return {
         "run": str(run.path.resolve()),
         "textgen": run.meta.get("textgen"),
@@ -303,7 +484,7 @@ def summarise(path: str | Path) -> dict[str, Any]:
         "level": run.vocab.level,
         "vocab_size": len(run.vocab),
         **({"styles": ", ".join(run.styles)} if run.styles else {}),
-        "parameters": params if params is not None else "no weights yet",
+        "parameters": params,
         "epochs_done": f"{state.get('epochs_done', 0)} of {run.config.train.epochs}",
         "steps_done": state.get("steps_done", 0),
         "best_loss": (None if state.get("best_loss") is None else

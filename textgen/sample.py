@@ -102,11 +102,14 @@ def probabilities(logits: np.ndarray, temperature: float, top_k: int | None = No
                   top_p: float | None = None) -> np.ndarray:
     """Next-character distribution for each row of ``logits`` (float64, rows sum to 1)."""
     logits = np.asarray(logits, dtype=np.float64)
-    if temperature == 0:
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        z = logits / temperature if temperature > 0 else logits
+    if temperature == 0 or np.isnan(z).any() or np.isposinf(z).any():
+        # Greedy: asked for (T = 0), or T so small (e.g. subnormal) that dividing by it
+        # overflows; the distribution is then a point mass on the likeliest token anyway.
         probs = np.zeros_like(logits)
         probs[np.arange(len(logits)), logits.argmax(axis=1)] = 1.0
         return probs
-    z = logits / temperature
     if top_k is not None and top_k < z.shape[1]:
         kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
         z = np.where(z >= kth, z, -np.inf)
@@ -163,7 +166,7 @@ class Generator:
         path = run.file(runs.BEST_WEIGHTS)
         if not path.exists():
             raise RunError(f"{run.path}: no weights yet (weights.h5 is written after the first epoch)")
-        named, _, _ = runs.read_weights(path)
+        named = run.read_weights(runs.BEST_WEIGHTS)
         self.network = Network(run.config.model, named)
         if self.network.vocab_size != len(self.vocab):
             raise RunError(f"{path}: weights are for {self.network.vocab_size} characters, "
@@ -237,15 +240,18 @@ class Generator:
                             top_k=top_k, top_p=top_p, n=1, seed=seed, stop=stop)
         return self.sample(req)[0].text
 
-    def sample(self, req: SampleRequest,
-               on_text: Callable[[int, str], None] | None = None) -> list[Sample]:
-        """Generate ``req.n`` samples as one batch. ``on_text(i, chars)`` streams new text."""
+    def sample(self, req: SampleRequest, on_text: Callable[[int, str], None] | None = None,
+               keep: bool = True) -> list[Sample]:
+        """Generate ``req.n`` samples as one batch. ``on_text(i, chars)`` streams new text;
+        with ``keep=False`` the samples' text is not kept (constant memory; see
+        ``generate_texts``)."""
         validate_request(req)
         style = self.style_id(req.style)
         prime = self.default_prime() if req.prime is None else req.prime
         prime_ids = self.check_prime(prime)
         seed = secrets.randbelow(2**31) if req.seed is None else req.seed
-        texts = generate_texts(self.network, self.vocab, prime_ids, req, seed, on_text, style)
+        texts = generate_texts(self.network, self.vocab, prime_ids, req, seed, on_text, style,
+                               keep)
         return [Sample(text=t, prime=prime, seed=seed, index=i) for i, t in enumerate(texts)]
 
 
@@ -257,51 +263,69 @@ def default_prime(vocab: Vocab | WordVocab) -> str:
 def generate_texts(net: Network, vocab: Vocab | WordVocab, prime_ids: np.ndarray,
                    req: SampleRequest, seed: int,
                    on_text: Callable[[int, str], None] | None = None,
-                   style: int | None = None) -> list[str]:
+                   style: int | None = None, keep: bool = True) -> list[str]:
     """The generation loop: feed the prime, then draw one token per step per sample.
 
     ``req.chars`` bounds the characters of text produced (word tokens may overshoot by one
-    word); ``<unk>`` is never drawn.
+    word); ``<unk>`` is never drawn. With ``keep=False`` the text is only passed to
+    ``on_text`` and not kept (memory stays constant however long the sample); the returned
+    texts are then empty.
     """
     rng = np.random.default_rng(seed)
     n = req.n
     state = net.initial_state(n)
     for i in prime_ids:
         logits, state = net.step(np.full(n, i, dtype=np.int64), state, style)
-
-    limit = req.chars if req.chars is not None else math.inf
-    out: list[list[str]] = [[] for _ in range(n)]
-    length = np.zeros(n, dtype=np.int64)
-    newlines = np.zeros(n, dtype=np.int64)
-    done = np.zeros(n, dtype=bool)
-    tokens = vocab.tokens
-    previous: list[str | None] = [tokens[int(prime_ids[-1])] if len(prime_ids) else None] * n
-    tail = max(len(req.stop or ""), 1) * 2
-    while not done.all():
+    track = _Progress(n, vocab, prime_ids, req, keep)
+    while not track.done.all():
         if vocab.unk_id is not None:
             logits = logits.copy()
             logits[:, vocab.unk_id] = -np.inf
-        probs = probabilities(logits, req.temperature, req.top_k, req.top_p)
-        ids = choose(probs, rng)
-        for b in np.flatnonzero(~done):
-            token = tokens[ids[b]]
-            text = vocab.piece(previous[b], token)
-            previous[b] = token
-            out[b].append(text)
-            length[b] += len(text)
+        ids = choose(probabilities(logits, req.temperature, req.top_k, req.top_p), rng)
+        for b in np.flatnonzero(~track.done):
+            text = track.add(int(b), int(ids[b]))
             if on_text:
                 on_text(int(b), text)
-            if token == "\n":
-                newlines[b] += 1
-                if req.lines is not None and newlines[b] >= req.lines:
-                    done[b] = True
-            if length[b] >= limit:
-                done[b] = True
-            if req.stop and req.stop in "".join(out[b][-tail:]):
-                done[b] = True
-        if not done.all():
+        if not track.done.all():
             logits, state = net.step(ids, state, style)
-    return [_cut_at_stop("".join(o), req.stop) for o in out]
+    if not keep:
+        return [""] * n
+    return [_cut_at_stop("".join(o), req.stop) for o in track.out]
+
+
+class _Progress:
+    """Each sample's text so far (or only its tail), length and lines, and when it is done."""
+
+    def __init__(self, n: int, vocab, prime_ids, req: SampleRequest, keep: bool):
+        self.vocab, self.req, self.keep = vocab, req, keep
+        self.limit = req.chars if req.chars is not None else math.inf
+        self.out: list[list[str]] = [[] for _ in range(n)]
+        self.length = np.zeros(n, dtype=np.int64)
+        self.newlines = np.zeros(n, dtype=np.int64)
+        self.done = np.zeros(n, dtype=bool)
+        last = vocab.tokens[int(prime_ids[-1])] if len(prime_ids) else None
+        self.previous: list[str | None] = [last] * n
+        self.tail = max(len(req.stop or ""), 1) * 2  # pieces enough to hold the stop string
+
+    def add(self, b: int, token_id: int) -> str:
+        token = self.vocab.tokens[token_id]
+        text = self.vocab.piece(self.previous[b], token)
+        self.previous[b] = token
+        out = self.out[b]
+        out.append(text)
+        if not self.keep and len(out) > self.tail:
+            del out[0]
+        self.length[b] += len(text)
+        req = self.req
+        if token == "\n":
+            self.newlines[b] += 1
+            if req.lines is not None and self.newlines[b] >= req.lines:
+                self.done[b] = True
+        if self.length[b] >= self.limit:
+            self.done[b] = True
+        if req.stop and req.stop in "".join(out[-self.tail:]):
+            self.done[b] = True
+        return text
 
 
 def _cut_at_stop(text: str, stop: str | None) -> str:
@@ -328,6 +352,60 @@ def validate_request(req: SampleRequest) -> None:
         raise ValueError(f"top-p must be in (0, 1], got {req.top_p}")
     if req.stop is not None and req.stop == "":
         raise ValueError("stop string must not be empty")
+
+
+# ----------------------------------------------------------------------------- JSONL records
+# One sample per line with everything needed to regenerate it exactly (``--replay``).
+
+RECORD_FIELDS = {"prime": str, "seed": int, "chars": (int, type(None)), "lines": (int, type(None)),
+                 "temperature": (int, float), "top_k": (int, type(None)),
+                 "top_p": (int, float, type(None)), "n": int, "index": int,
+                 "stop": (str, type(None)), "style": (str, type(None)),
+                 "weights": (str, type(None)), "run": str, "text": str}
+
+
+def sample_record(req: SampleRequest, s: Sample, weights_hash: str, run_dir) -> dict:
+    return {"text": s.text, "prime": s.prime, "seed": s.seed, "temperature": req.temperature,
+            "top_k": req.top_k, "top_p": req.top_p, "chars": req.chars, "lines": req.lines,
+            "stop": req.stop, "n": req.n, "index": s.index, "weights": weights_hash,
+            "style": req.style, "run": str(run_dir)}
+
+
+def parse_record(text: str) -> dict:
+    """A JSONL sample record, checked field by field; ValueError says what is wrong."""
+    import json
+
+    try:
+        record = json.loads(text)
+    except (ValueError, RecursionError):
+        raise ValueError("not a JSON record") from None
+    if not isinstance(record, dict) or "seed" not in record or "prime" not in record:
+        raise ValueError("record lacks seed/prime; give a line written by --format jsonl")
+    for key, kinds in RECORD_FIELDS.items():
+        if key not in record:
+            continue
+        value = record[key]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            raise ValueError(f"record field {key!r} has the wrong type ({type(value).__name__})")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"record field {key!r} is not valid Unicode") from None
+    return record
+
+
+def request_from_record(record: dict, weights_hash: str) -> SampleRequest:
+    """The request that made ``record``; RunError if other weights made it."""
+    if record.get("weights") not in (None, weights_hash):
+        raise RunError(f"record was made with weights {record['weights']}, this run has "
+                       f"{weights_hash}; sample from the run that made it",
+                       cli_hint="pass --run with that run folder")
+    return SampleRequest(prime=record["prime"], chars=record.get("chars"),
+                         lines=record.get("lines"), temperature=record.get("temperature", 1.0),
+                         top_k=record.get("top_k"), top_p=record.get("top_p"),
+                         n=record.get("n", 1), seed=record["seed"], stop=record.get("stop"),
+                         style=record.get("style"))
 
 
 def load(run_dir: str | Path = runs.DEFAULT_ROOT / runs.LATEST) -> Generator:
