@@ -182,3 +182,19 @@ def test_sigint_saves_and_exits_130(tiny_corpus, tmp_path):
     assert "stopped by SIGINT" in err
     _, _, attrs = runs.read_weights(out / runs.LAST_WEIGHTS)
     assert attrs["step"] == 3  # saved at the batch boundary after the signal
+
+
+@pytest.mark.slow
+def test_killed_before_the_first_checkpoint_resumes_from_the_start(baseline, tmp_path):
+    """Stopped before any checkpoint (here: killed as the first one is being saved): --resume
+    trains from the start, to exactly the uninterrupted run."""
+    corpus, full = baseline
+    out = tmp_path / "run"
+    proc = _spawn(["train", corpus, "--out", out, *RESUME_FLAGS, "--save-every", "1"], tmp_path,
+                  fault="KILL@start@1")
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == -signal.SIGKILL, err
+    assert (out / "config.json").exists() and not (out / runs.LAST_WEIGHTS).exists()
+    result = invoke(["train", corpus, "--out", out, "--resume"])
+    assert result.exit_code == 0, result.output
+    _assert_same_final_state(full, out)

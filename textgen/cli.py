@@ -174,7 +174,8 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
               help="Optimizer [rmsprop].")
 @click.option("--lr", type=POSITIVE, help="Learning rate [0.01].")
 @click.option("--clipnorm", type=Finite(min=0), help="Gradient norm clip, 0 = off [5].")
-@click.option("--seed", type=click.IntRange(min=0), help="Random seed [drawn and recorded].")
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1),
+              help="Random seed, 0 to 2^32-1 [drawn and recorded].")
 @click.option("--patience", type=click.IntRange(min=1),
               help="Stop after N epochs without a better validation loss [off].")
 @click.option("--max-minutes", type=POSITIVE,
@@ -205,7 +206,7 @@ def train(corpus, config_file, out, resume, save_every, styles, **flags):
     textgen train corpora/sonnets.txt --level word --max-words 5000
     """
     from .config import by_section, resolve
-    from .runs import default_run_path, open_run
+    from .runs import default_run_path, open_for_resume
     from .train import train as run_training
 
     if styles and corpus:
@@ -217,7 +218,7 @@ def train(corpus, config_file, out, resume, save_every, styles, **flags):
     if resume and out is None:
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
     # Resuming starts from the run's recorded config; flags may then extend --epochs.
-    run = open_run(out) if resume else None
+    run = open_for_resume(out) if resume else None
     config = resolve(_config_path(config_file), by_section(flags),
                      base=run.config if run else None)
     if out is None:

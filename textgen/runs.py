@@ -72,6 +72,9 @@ SAMPLES_FILE = "samples.txt"  # samples written during training
 INIT_WEIGHTS = "weights.init.h5"  # the untrained model, the baseline `evaluate` reports
 TENSORBOARD_DIR = "tensorboard"
 LOCK_FILE = ".lock"  # held (flock) by the process training the run; holds its PID
+# What a new run writes before config.json (written last): a folder holding only these is a
+# run that never started, and may be trained anew.
+UNSTARTED_FILES = {SCRIPT_LOG, LOCK_FILE, VOCAB_FILE, CORPUS_REPORT, PRIME_TEXT}
 
 LOG_FIELDS = ["epoch", "step", "loss", "val_loss", "bpc", "val_bpc", "lr", "seconds"]
 STEP_FIELDS = ["step", "epoch", "loss", "smooth_loss"]
@@ -368,23 +371,35 @@ def open_run(path: str | Path) -> Run:
     return Run(path=path, config=config, vocab=vocab, meta=meta)
 
 
+def open_for_resume(path: Path) -> Run | None:
+    """The run to resume at ``path``; None for a run stopped before it wrote config.json (it
+    then starts anew, as a resume from no checkpoint would)."""
+    if path.is_dir() and not is_run(path) and all(p.name in UNSTARTED_FILES
+                                                  for p in path.iterdir()):
+        return None
+    return open_run(path)
+
+
 def is_run(path: Path) -> bool:
     return (path / CONFIG_FILE).exists()
 
 
-def check_new_run(path: Path) -> None:
+def check_new_run(path: Path, locked: bool = False) -> None:
     """Refuse a new run's folder that would overwrite anything: it must be missing or empty.
 
     A folder holding only ``train.log`` (scripts/cloud/train.sh creates it before the first
-    attempt) or the lock of a run that never started counts as empty. Writes nothing.
+    attempt), or what a run stopped before writing config.json left, counts as empty.
+    Writes nothing. ``locked``: this process holds the folder's training lock.
     """
     if path.exists() and not path.is_dir():
         raise RunError(f"{path}: the run folder path points at a file; give a folder path")
     if path.is_dir():
+        if not locked:
+            check_not_training(path)
         if is_run(path):
             raise RunError(f"{path}: already holds a run; resume it, or choose another folder",
                            cli_hint="add --resume, or give another --out")
-        if any(p.name not in (SCRIPT_LOG, LOCK_FILE) for p in path.iterdir()):
+        if any(p.name not in UNSTARTED_FILES for p in path.iterdir()):
             raise RunError(f"{path}: folder is not empty; choose a new or empty run folder")
     if not os.access(path if path.exists() else _existing_parent(path), os.W_OK):
         raise RunError(f"{path}: folder is not writable")
@@ -405,26 +420,45 @@ def training_lock(path: Path) -> Iterator[None]:
     blocks its own resume. A second trainer gets a ``RunError`` naming the PID holding it.
     Readers (sample, evaluate, info) take no lock: every file is replaced atomically.
     """
-    import fcntl
-
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as e:
         raise RunError(f"{path}: cannot create run folder ({e.strerror})") from None
     try:
+        _take_lock(fd, path)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
-            raise RunError(f"{path}: another textgen process (PID {holder}) is training this "
-                           "run; wait for it to finish or stop it first") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:  # e.g. a full disk: the PID is only for the message above
+            pass
         remove_stale_temps(path)
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def _take_lock(fd: int, path: Path) -> None:
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+        raise RunError(f"{path}: another textgen process (PID {holder}) is training this "
+                       "run; wait for it to finish or stop it first") from None
+
+
+def check_not_training(path: Path) -> None:
+    """RunError if a process holds ``path``'s training lock (the lock is only probed)."""
+    try:
+        fd = os.open(path / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        _take_lock(fd, path)
+    finally:
+        os.close(fd)
 
 
 def remove_stale_temps(path: Path) -> list[str]:

@@ -79,6 +79,8 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: runs.Run | No
             _check_tensorboard()
         if resume is None:
             runs.check_new_run(out)
+        else:
+            runs.check_not_training(out)
         data = prepare(inputs, config, styles=styles or None)
         if verbose != 0:
             print(data.describe(), file=sys.stderr)
@@ -113,7 +115,7 @@ def _check_tensorboard() -> None:
 
 def _start_run(out: Path, config: Config, data: Prepared, inputs, styles) -> None:
     """A new run folder with its static files: config, vocabulary, corpus report, prime text."""
-    runs.check_new_run(out)  # again, now under the lock: another process may have started it
+    runs.check_new_run(out, locked=True)  # again under the lock: another process may have won
     extra = {"corpus": _resolved(inputs if not styles else
                                  [p for paths in styles.values() for p in paths]),
              "rare_chars": data.report["rare_chars"]}
@@ -121,11 +123,12 @@ def _start_run(out: Path, config: Config, data: Prepared, inputs, styles) -> Non
         extra["styles"] = {name: _resolved(styles[name] if styles else
                                            data.report["styles"][name]["files"])
                            for name in data.styles}
-    runs.write_json(out / runs.CONFIG_FILE, runs.config_document(config, extra))
     runs.write_text(out / runs.VOCAB_FILE, data.vocab.to_json() + "\n")
     runs.write_json(out / runs.CORPUS_REPORT, data.report)
     runs.write_text(out / runs.PRIME_TEXT,
                     data.vocab.decode(data.split.train[: runs.PRIME_TEXT_CHARS]))
+    # config.json last: a folder without it is a run that never started, trained anew.
+    runs.write_json(out / runs.CONFIG_FILE, runs.config_document(config, extra))
 
 
 def _resolved(paths) -> list[str]:

@@ -17,6 +17,7 @@ Exit codes of textgen train and what this script does:
   137          killed (SIGKILL, out of memory): resume from the last checkpoint
   1, 2         a problem with the input or the flags: stop and report it
   3            the loss diverged: stop (resuming would diverge again)
+  4            the disk is full: stop (what was saved is intact; free space, run this again)
   anything else  a crash: resume, at most TEXTGEN_MAX_RETRIES times in a row
 
 Environment:
@@ -108,6 +109,7 @@ while true; do
     143|130|137) say "stopped (exit $rc), resuming"; crashes=0 ;;
     1|2) say "textgen train failed (exit $rc); see $run_dir/train.log"; exit "$rc" ;;
     3) say "loss diverged (exit 3); see $run_dir/train.log"; exit 3 ;;
+    4) say "disk full (exit 4): free space, then run this again; see $run_dir/train.log"; exit 4 ;;
     *)
       crashes=$((crashes + 1))
       if [[ $crashes -ge $max_retries ]]; then
