@@ -24,8 +24,9 @@ def classify_text(gen, text: str) -> dict:
     """{"style": best, "logliks": {style: nats}, "tokens": scored tokens} for one passage."""
     styles = gen.styles
     if not styles:
-        raise RunError(f"{gen.run.path}: this run was trained without styles; train with "
-                       "--style NAME=CORPUS (twice or more) to classify")
+        raise RunError(f"{gen.run.path}: this run was trained without styles; train one on "
+                       "two or more styles to classify",
+                       cli_hint="textgen train --style NAME=CORPUS --style NAME=CORPUS")
     ids = gen.check_prime(text)
     if len(ids) < 2:
         raise RunError("the passage is too short to classify; give at least two tokens")
@@ -59,7 +60,8 @@ def heldout_passages(split, vocab, styles: list[str], passage_chars: int, limit:
         n = (b - a) // length
         if n == 0:
             raise RunError(f"style {name}: its validation text is shorter than one passage of "
-                           f"{passage_chars} characters; use a shorter --passage-chars")
+                           f"{passage_chars} characters; use shorter passages",
+                           cli_hint="--passage-chars")
         picks = np.unique(np.linspace(0, n - 1, min(n, limit)).round().astype(int))
         out[name] = [split.val[a + i * length : a + (i + 1) * length] for i in picks]
     return out

@@ -373,7 +373,7 @@ def _write_samples(sink, gen, req, run_dir, fmt, stream, record, headers) -> Non
     try:
         results = gen.sample(req, on_text=on_text if streaming else None, keep=not streaming)
     except PrimeError as e:
-        raise click.UsageError(str(e)) from None
+        raise _usage(e) from None
     for s in results:
         if record is not None and s.index != record.get("index", 0):
             continue
@@ -386,6 +386,11 @@ def _write_samples(sink, gen, req, run_dir, fmt, stream, record, headers) -> Non
             if headers:
                 sink.write(_header(req, s.index))
             sink.write((req.prime or "") + s.text + "\n")
+
+
+def _usage(e) -> click.UsageError:
+    """A library error about how a command was used, as a usage error (exit 2)."""
+    return click.UsageError(str(e) + (f" ({e.cli_hint})" if e.cli_hint else ""))
 
 
 def _header(req, index) -> str:
@@ -492,7 +497,7 @@ def classify(run_dir, text, file_, as_json):
     try:
         result = classify_text(load(run_dir), text)
     except PrimeError as e:
-        raise click.UsageError(str(e)) from None
+        raise _usage(e) from None
     click.echo(json.dumps(result, indent=2, ensure_ascii=False) if as_json
                else format_classification(result))
 

@@ -110,18 +110,21 @@ def training_data(run, corpus_override: list[str] | None = None):
     # corpus files, as in training.
     styles = None if run.config.clean.style_field else run.meta.get("styles") or None
     if styles and corpus_override:
-        raise RunError(f"{run.path}: --train-corpus does not apply to a run trained with styles")
+        raise RunError(f"{run.path}: another training corpus does not apply to a run trained "
+                       "with styles")
     paths = corpus_override or run.meta.get("corpus") or []
     if not paths or "-" in paths:
-        raise RunError(f"{run.path}: the training corpus was stdin; pass --train-corpus FILE")
+        raise RunError(f"{run.path}: the training corpus was stdin; give the training text",
+                       cli_hint="--train-corpus FILE")
     missing = [p for p in paths if not Path(p).exists()]
     if missing:
-        raise RunError(f"{run.path}: training corpus {missing[0]} is gone; pass --train-corpus "
-                       "with the text the run was trained on")
+        raise RunError(f"{run.path}: training corpus {missing[0]} is gone; give the text the "
+                       "run was trained on", cli_hint="--train-corpus FILE")
     prep = prepare(list(paths), run.config, styles=styles)
     if prep.vocab != run.vocab:
         raise RunError(f"{run.path}: the corpus at {paths[0]} no longer gives the run's "
-                       "vocabulary (was it changed?); pass --train-corpus with the original")
+                       "vocabulary (was it changed?); give the original text",
+                       cli_hint="--train-corpus FILE")
     return prep.split
 
 

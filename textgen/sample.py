@@ -66,7 +66,7 @@ class Network:
         x = self.embedding[ids]
         if self.style_embedding is not None:
             if style is None:
-                raise RunError("this run was trained with styles; choose one (--style NAME)")
+                raise RunError("this run was trained with styles; choose one")
             s = self.style_embedding[np.broadcast_to(np.asarray(style), (len(ids),))]
             x = np.concatenate([x, s], axis=1)
         new_state = []
@@ -190,11 +190,11 @@ class Generator:
         if not styles:
             if name is not None:
                 raise PrimeError(f"{self.run.path}: this run was trained without styles; "
-                                 "drop --style")
+                                 "give no style", cli_hint="drop --style")
             return None
         if name is None:
             raise PrimeError(f"{self.run.path}: this run writes in styles "
-                             f"{', '.join(styles)}; choose one with --style NAME")
+                             f"{', '.join(styles)}; choose one", cli_hint="--style NAME")
         if name not in styles:
             raise PrimeError(f"unknown style {name!r}; this run has {', '.join(styles)}")
         return styles.index(name)
@@ -209,7 +209,7 @@ class Generator:
         missing = self.vocab.missing(cleaned)
         if missing:
             rare = set(self.run.meta.get("rare_chars", ()))
-            note = ("; cleaning dropped these as rare (--min-char-count)"
+            note = ("; cleaning dropped these as rare (its minimum character count)"
                     if rare & set(missing) else
                     "; the run's cleaning rules do not map them to known characters")
             raise PrimeError(
@@ -222,7 +222,7 @@ class Generator:
         """A slice of the training text starting just after a random space."""
         path = self.run.file(runs.PRIME_TEXT)
         if not path.exists():
-            raise RunError(f"{path}: missing, so --prime random is not available for this run")
+            raise RunError(f"{path}: missing, so a random prime is not available for this run")
         text = path.read_text(encoding="utf-8")
         length = length or self.run.config.window.window * (1 if self.vocab.level == "char"
                                                             else 5)
