@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -57,11 +58,15 @@ class CleanConfig:
         import re
 
         try:
-            codecs.lookup(self.encoding)
+            codec = codecs.lookup(self.encoding)
         except LookupError:
             raise ConfigError(f"clean.encoding: unknown encoding {self.encoding!r}") from None
+        if not getattr(codec, "_is_text_encoding", True):  # rot13, base64, hex, zlib ...
+            raise ConfigError(f"clean.encoding: {self.encoding!r} is not a text encoding; "
+                              "give the files' character encoding (e.g. utf-8, cp1252, latin-1)")
         if not self.glob:
             raise ConfigError("clean.glob must not be empty")
+        check_glob(self.glob, ConfigError)
         for name in ("split_on", "drop_if"):
             pattern = getattr(self, name)
             if pattern is not None:
@@ -83,6 +88,16 @@ class CleanConfig:
         for name in ("max_doc_chars", "pad_to"):
             if getattr(self, name) is not None:
                 _positive(f"clean.{name}", getattr(self, name))
+
+
+def check_glob(pattern: str, error=ConfigError) -> None:
+    """Refuse a directory pattern that is absolute or climbs out (``..``): it must name files
+    inside the directory it is applied to."""
+    parts = re.split(r"[\\/]+", pattern)
+    if (pattern.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", pattern)
+            or ".." in parts):
+        raise error(f"clean.glob {pattern!r} must be a pattern relative to the directory, "
+                    "without '..' or a leading '/' (e.g. '*.txt' or 'books/*.txt')")
 
 
 @dataclass(frozen=True)
@@ -187,8 +202,8 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
         if not (self.clipnorm >= 0 and math.isfinite(self.clipnorm)):
             raise ConfigError(f"train.clipnorm must be >= 0, got {self.clipnorm}")
-        if self.seed is not None and self.seed < 0:
-            raise ConfigError(f"train.seed must be >= 0, got {self.seed}")
+        if self.seed is not None and not 0 <= self.seed < 2**32:
+            raise ConfigError(f"train.seed must be in 0..{2**32 - 1}, got {self.seed}")
 
 
 @dataclass(frozen=True)
@@ -264,7 +279,10 @@ def merge(base: Config, overrides: dict[str, Any], source: str) -> Config:
             f"{source}: unknown section(s) {', '.join(unknown_sections)} "
             f"(known: {', '.join(sections)})"
         )
-    return Config(**sections).validate()
+    try:
+        return Config(**sections).validate()
+    except ConfigError as e:  # say where the value came from
+        raise ConfigError(f"{source}: {e}") from None
 
 
 def _coerce(where: str, value: Any, annotation: str) -> Any:
@@ -286,15 +304,58 @@ def _coerce(where: str, value: Any, annotation: str) -> Any:
     return value
 
 
+CONFIG_MAX_BYTES = 1_000_000  # a config is a short TOML file; anything larger is a mistake
+
+
 def load_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML config file, reading at most ``CONFIG_MAX_BYTES`` + 1 bytes of it.
+
+    Refused, each with a one-line ConfigError: a missing file, a directory, anything not a
+    regular file (``/dev/zero``, a FIFO: opened non-blocking, never read), a file over the cap,
+    binary content (a NUL byte), bytes that are not UTF-8 and invalid TOML.
+    """
+    import os
+    import stat
+
     path = Path(path)
     try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; give a TOML config file") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise ConfigError(f"{path}: is a directory; give a TOML config file")
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: not a regular file; give a TOML config file")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(CONFIG_MAX_BYTES + 1)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the config file: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > CONFIG_MAX_BYTES:
+        raise ConfigError(f"{path}: over {CONFIG_MAX_BYTES:,} bytes, too large for a config "
+                          "file; give a TOML config file")
+    nul = data.find(b"\x00")
+    if nul != -1:
+        raise ConfigError(f"{path}: looks like a binary file (NUL byte at offset {nul}); "
+                          "give a TOML config file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: byte 0x{data[e.start]:02x} at offset {e.start} is not "
+                          "UTF-8; save the config file as UTF-8") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid TOML: nested too deeply to read") from None
 
 
 def resolve(config_path: str | Path | None, flags: dict[str, dict[str, Any]],

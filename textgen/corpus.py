@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from .config import CleanConfig
+from .config import CleanConfig, check_glob
 from .errors import CorpusError
 
 URL_RE = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -131,10 +131,15 @@ class CorpusReport:
 
 
 def find_files(inputs: Iterable[str | Path], cfg: CleanConfig) -> list[Path | str]:
-    """Expand files and directories (recursively, matching ``cfg.glob``); "-" is stdin."""
+    """Expand files and directories (recursively, matching ``cfg.glob``); "-" is stdin.
+
+    A directory yields only files inside it: a match that resolves outside (through ``..`` or
+    a symbolic link) is refused, so a pattern never reads files the directory does not hold.
+    """
     inputs = list(inputs)
     if not inputs:
         raise CorpusError("no corpus given; pass one or more text files or directories")
+    check_glob(cfg.glob, CorpusError)
     found: list[Path | str] = []
     for item in inputs:
         if str(item) == "-":
@@ -142,7 +147,13 @@ def find_files(inputs: Iterable[str | Path], cfg: CleanConfig) -> list[Path | st
             continue
         path = Path(item)
         if path.is_dir():
+            root = path.resolve()
             matches = sorted(p for p in path.rglob(cfg.glob) if p.is_file())
+            for match in matches:
+                if not match.resolve().is_relative_to(root):
+                    raise CorpusError(
+                        f"{match}: resolves to {match.resolve()}, outside the directory "
+                        f"{path}; give that file by its own path if it is meant to be read")
             if not matches:
                 raise CorpusError(
                     f"{path}: directory holds no files matching {cfg.glob!r}; "
@@ -158,16 +169,70 @@ def find_files(inputs: Iterable[str | Path], cfg: CleanConfig) -> list[Path | st
     return found
 
 
-def decode(data: bytes, source: str, encoding: str) -> str:
+READ_BLOCK = 1 << 16  # bytes read at a time; a NUL in any block stops the read at once
+
+
+def nul_means_binary(encoding: str) -> bool:
+    """UTF-16/32 text holds NUL bytes; in any other encoding a NUL means a binary file."""
+    return not encoding.lower().replace("-", "").replace("_", "").startswith(("utf16", "utf32"))
+
+
+def read_input(item: Path | str, encoding: str) -> tuple[str, bytearray]:
+    """(source name, bytes) of a file or of stdin ("-"), read block by block.
+
+    A NUL byte (outside UTF-16/32) stops the read at the block holding it, with the binary-file
+    error: ``/dev/zero`` on stdin or a huge sparse file is refused after its first block instead
+    of being read whole into memory.
+    """
+    source = "<stdin>" if item == "-" else str(item)
+    check_nul = nul_means_binary(encoding)
+    data = bytearray()
+    try:
+        f = sys.stdin.buffer if item == "-" else open(item, "rb")
+    except OSError as e:
+        raise CorpusError(f"{source}: cannot read: {e.strerror}") from None
+    try:
+        while True:
+            block = f.read(READ_BLOCK)
+            if not block:
+                break
+            if check_nul:
+                nul = block.find(b"\x00")
+                if nul != -1:
+                    raise CorpusError(_binary_message(source, len(data) + nul))
+            data += block
+    except OSError as e:
+        raise CorpusError(f"{source}: cannot read: {e.strerror}") from None
+    finally:
+        if item != "-":
+            f.close()
+    return source, data
+
+
+def _binary_message(source: str, offset: int) -> str:
+    return (f"{source}: looks like a binary file (NUL byte at offset {offset}); "
+            "pass text files only")
+
+
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def check_surrogates(text: str, where: str) -> None:
+    """A lone surrogate (JSON "\\ud800", UTF-7 ...) is not a character: it cannot be written
+    or encoded, so it is refused where it is read."""
+    bad = SURROGATE_RE.search(text)
+    if bad:
+        raise CorpusError(f"{where}: lone surrogate U+{ord(bad.group()):04X} at character "
+                          f"{bad.start()} is not a character; fix or remove that text")
+
+
+def decode(data: bytes | bytearray, source: str, encoding: str) -> str:
     """Bytes -> str, strictly; errors name the file, the offset and what to do."""
     nul = data.find(b"\x00")
-    if nul != -1 and not encoding.lower().replace("-", "").startswith(("utf16", "utf32")):
-        raise CorpusError(
-            f"{source}: looks like a binary file (NUL byte at offset {nul}); "
-            "pass text files only"
-        )
+    if nul != -1 and nul_means_binary(encoding):
+        raise CorpusError(_binary_message(source, nul))
     try:
-        return data.decode(encoding)
+        text = data.decode(encoding)
     except UnicodeDecodeError as e:
         bad = data[e.start : e.start + 1]
         hint = "pass --encoding cp1252 (or the file's real encoding)"
@@ -176,6 +241,11 @@ def decode(data: bytes, source: str, encoding: str) -> str:
         raise CorpusError(
             f"{source}: byte 0x{bad.hex()} at offset {e.start} is not valid {encoding}; {hint}"
         ) from None
+    except LookupError as e:  # not a text encoding (CleanConfig.validate refuses those)
+        raise CorpusError(f"{source}: cannot decode as {encoding!r} ({e})") from None
+    if encoding.lower().replace("-", "").replace("_", "") != "utf8":
+        check_surrogates(text, source)  # strict UTF-8 never yields one
+    return text
 
 
 def normalise(text: str) -> str:
@@ -195,6 +265,7 @@ def _field(record, path: str, where: str):
         value = value[key]
     if not isinstance(value, str):
         raise CorpusError(f"{where}: field {path!r} is {type(value).__name__}, not text")
+    check_surrogates(value, f"{where}: field {path!r}")  # JSON allows "\\ud800"
     return value
 
 
@@ -213,6 +284,9 @@ def _json_records(text: str, source: str, lines: bool) -> Iterator[tuple[str, ob
                 record = json.loads(line)
             except ValueError as e:
                 raise CorpusError(f"{source}: line {n} is not JSON ({e.msg})") from None
+            except RecursionError:
+                raise CorpusError(f"{source}: line {n} nests JSON too deeply to read; "
+                                  "records should be flat objects") from None
             yield f"{source}: line {n}", record
         return
     try:
@@ -220,6 +294,9 @@ def _json_records(text: str, source: str, lines: bool) -> Iterator[tuple[str, ob
     except ValueError as e:
         raise CorpusError(f"{source}: not valid JSON ({e.msg} at line {e.lineno}); "
                           "for one record per line name the file .jsonl") from None
+    except RecursionError:
+        raise CorpusError(f"{source}: JSON nested too deeply to read; expected an array of "
+                          "flat records") from None
     if isinstance(data, dict):  # e.g. {"tweets": [...]}: the one list inside
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -242,11 +319,10 @@ def read_documents_by_field(inputs: Iterable[str | Path], cfg: CleanConfig, labe
         if item != "-" and item.suffix.lower() not in JSON_SUFFIXES:
             raise CorpusError(f"{source}: --style-field reads JSON or JSONL records; name the "
                               "file .json/.jsonl or give styles as --style NAME=FILE")
-        try:
-            data = sys.stdin.buffer.read() if item == "-" else item.read_bytes()
-        except OSError as e:
-            raise CorpusError(f"{item}: cannot read: {e.strerror}") from None
-        text = normalise(decode(data, source, cfg.encoding))
+        source, data = read_input(item, cfg.encoding)
+        text = decode(data, source, cfg.encoding)
+        del data
+        text = normalise(text)
         lines = item == "-" or item.suffix.lower() != ".json"
         for where, record in _json_records(text, source, lines and
                                            not text.lstrip().startswith("[")):
@@ -269,16 +345,10 @@ def read_documents(inputs: Iterable[str | Path], cfg: CleanConfig,
                    report: CorpusReport) -> Iterator[str]:
     """Decoded, normalised documents (rule 1), one per file or JSON record."""
     for item in find_files(inputs, cfg):
-        if item == "-":
-            source, data = "<stdin>", sys.stdin.buffer.read()
-            suffix = ""
-        else:
-            source, suffix = str(item), item.suffix.lower()
-            try:
-                data = item.read_bytes()
-            except OSError as e:
-                raise CorpusError(f"{item}: cannot read: {e.strerror}") from None
+        suffix = "" if item == "-" else item.suffix.lower()
+        source, data = read_input(item, cfg.encoding)
         text = decode(data, source, cfg.encoding)
+        del data  # the bytes are not needed once decoded
         report.files.append(source)
         is_json = suffix in JSON_SUFFIXES or (item == "-" and cfg.field is not None)
         if is_json:

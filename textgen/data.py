@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -29,13 +30,14 @@ import numpy as np
 
 from ._version import __version__
 from .config import Config
-from .corpus import (RARE_FLAG, CorpusReport, document_bounds, find_files,
+from .corpus import (RARE_FLAG, CorpusReport, document_bounds, find_files, nul_means_binary,
                      read_documents_by_field, read_documents_cleaned)
-from .errors import CorpusError
+from .errors import CorpusError, TextgenError
 from .vocab import Vocab, WordVocab, count_tokens, tokenize
 from .windows import Split, combine_splits, split_ids
 
 CACHE_FORMAT = 1
+CACHE_META_MAX = 1 << 28  # bytes: meta.json holds the report and vocabulary, never this much
 
 
 @dataclass
@@ -134,7 +136,7 @@ def prepare(inputs: list[str], config: Config, keep_text: bool = False,
                               f"one value ({', '.join(groups)}); styles need two or more")
         return _prepare_styles([(name, *g) for name, g in groups.items()], config)
     key = cache_key(inputs, config) if use_cache and not keep_text else None
-    hit = load_cached(key) if key else None
+    hit = load_cached(key, cfg) if key else None
     text = None
     if hit is not None:
         vocab, ids, report = hit
@@ -236,10 +238,44 @@ def merge_reports(reports: list[dict]) -> dict:
     return merged
 
 
+# Peak RSS of the framework alone: a Python process that imports keras + tensorflow, builds and
+# compiles a tiny model and fits it one step (VmHWM from /proc/self/status; Keras 3.15.1,
+# TensorFlow 2.21.0, CPU, Linux x86-64) peaked at 594-713 MiB: ~295 MiB anonymous memory plus
+# 300-420 MiB of TensorFlow's shared library pages (RssFile), more when the library is already
+# in the page cache (as after any earlier TF run). ``textgen train`` of a 4-unit model on a 1 KB
+# corpus peaked at 621 MiB (cold cache). The upper end is what repeated training sees.
+FRAMEWORK_BYTES = 700 * 2**20
+# Copies of the batch x window x vocab logits alive at the peak of a train step: the logits,
+# the softmax the loss computes from them (and its temporaries), the loss's gradient with
+# respect to the logits and the gradient back through the Dense layer. Measured: peak RSS rises
+# by 0.109 MiB per vocabulary entry (34, 1501 and 3001 characters at batch 128 x window 40),
+# 5.6 x batch x window float32s, of which the output layer's parameters take ~0.15.
+LOGIT_COPIES = 5.5
+# Floats kept per recurrent unit, time step and layer, in units of (gates + 2): an LSTM's gate
+# pre-activations and activations, cell and hidden state, for the forward pass, their
+# gradients and the scan's per-step copies. Measured for LSTM: ~28 floats per unit
+# (peak RSS at 64 -> 256 units, 2 layers, batch 128 x window 40) = 4.6 x (4 + 2).
+RECURRENT_COPIES = 4.6
+
+
 def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int) -> int:
-    """Rough bytes for training: ids (and their tensor copy), window starts (held about three
-    times while shuffling), parameters with gradients and optimizer slots, and one batch's
-    activations kept for backprop."""
+    """Rough peak bytes of a training process (the whole process: resident set size on CPU).
+
+    The sum of:
+
+    * ``FRAMEWORK_BYTES``: TensorFlow + Keras themselves (~700 MB, measured; see above);
+    * the ids (and their tensor copy) and the window starts (held about three times while
+      shuffling);
+    * parameters x 4: values, gradients, optimizer slots, clipped gradients;
+    * recurrent activations: batch x window x layers x units x (gates + 2) floats, times
+      ``RECURRENT_COPIES`` (values kept for backprop, their gradients, per-step copies);
+    * the output (softmax) layer: it is ``vocab_size`` wide at every position of every window,
+      so a step holds batch x window x vocab_size float32 logits ``LOGIT_COPIES`` times over
+      (logits, their softmax inside the loss, the gradient into the logits, and the gradient
+      through the Dense layer). This term grows with the vocabulary: at batch 128 x window 40,
+      about 110 MB per 1,000 distinct characters (or words), and it dominates large
+      vocabularies (3,000 characters: ~340 MB of ~1.2 GB).
+    """
     m, w = config.model, config.window
     gates = {"lstm": 4, "gru": 3, "rnn": 1}[m.cell]
     params = vocab_size * m.embedding_dim + m.units * vocab_size + vocab_size
@@ -247,11 +283,13 @@ def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int)
     for _ in range(m.layers):
         params += gates * m.units * (inp + m.units + 2)
         inp = m.units
-    activations = w.batch_size * w.window * (m.layers * (gates + 2) * m.units + 2 * vocab_size)
+    positions = w.batch_size * w.window  # tokens per training step
+    recurrent = positions * m.layers * (gates + 2) * m.units * RECURRENT_COPIES
+    logits = positions * vocab_size * LOGIT_COPIES  # the softmax-wide output, see above
     itemsize = 1 if vocab_size <= 256 else 2 if vocab_size <= 65536 else 4  # as Vocab.dtype
     start_size = 4 if n_ids < 2**31 else 8  # as windows.window_starts
-    return (n_ids * itemsize * 2 + n_windows * start_size * 3 + params * 4 * 4
-            + activations * 4 * 2)
+    return int(FRAMEWORK_BYTES + n_ids * itemsize * 2 + n_windows * start_size * 3
+               + params * 4 * 4 + (recurrent + logits) * 4)
 
 
 # ----------------------------------------------------------------------------- cache
@@ -274,11 +312,14 @@ def cache_key(inputs: list[str], config: Config) -> str | None:
     h.update(json.dumps({"textgen": __version__, "format": CACHE_FORMAT,
                          "clean": asdict(config.clean), "tokens": asdict(config.tokens)},
                         sort_keys=True).encode())
+    check_nul = nul_means_binary(config.clean.encoding)
     for path in find_files(inputs, config.clean):
         h.update(str(Path(path).resolve()).encode() + b"\0")
         try:
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 22), b""):
+                    if check_nul and b"\0" in block:
+                        return None  # binary: the real read stops at its first block and says so
                     h.update(block)
         except OSError:
             return None  # let the real read report the problem
@@ -286,17 +327,61 @@ def cache_key(inputs: list[str], config: Config) -> str | None:
     return h.hexdigest()[:32]
 
 
-def load_cached(key: str):
+def load_cached(key: str, clean=None):
+    """(vocab, ids, report) of a cache entry, or None when there is none.
+
+    An entry is checked before use: meta.json well-formed, the ids a 1-D array of the
+    vocabulary's id type whose length is the recorded one (with ``clean``, the CleanConfig, also
+    the documents' lengths plus separators), and every id inside the vocabulary. A damaged entry
+    is deleted with a one-line warning on stderr, and the corpus is read again.
+    """
     folder = cache_dir() / key
+    if not (folder / "meta.json").exists() and not (folder / "ids.npy").exists():
+        return None  # not cached (yet)
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-        ids = np.load(folder / "ids.npy", mmap_mode="r")
-        vocab = Vocab.from_json(json.dumps(meta["vocab"]))
-        if meta.get("format") != CACHE_FORMAT or len(ids) != meta["n_ids"]:
-            return None
-        return vocab, ids, meta["report"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return None  # missing or damaged: rebuild
+        entry = _check_entry(folder, clean)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError,
+            TextgenError) as e:  # TextgenError: the RunError of a bad vocabulary in meta.json
+        entry = (str(e).splitlines() or [type(e).__name__])[0]
+    if isinstance(entry, tuple):
+        return entry
+    problem = entry
+    print(f"warning: corpus cache entry {folder} is damaged ({problem}); deleted it and "
+          "reading the corpus again", file=sys.stderr)
+    shutil.rmtree(folder, ignore_errors=True)
+    return None
+
+
+def _check_entry(folder: Path, clean):
+    """(vocab, ids, report) of a sound entry, else a string saying what is wrong."""
+    with open(folder / "meta.json", "rb") as f:
+        raw = f.read(CACHE_META_MAX + 1)
+    if len(raw) > CACHE_META_MAX:
+        return "meta.json too large"
+    meta = json.loads(raw.decode("utf-8"))
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT:
+        return "meta.json is not a cache entry of this format"
+    n_ids, report = meta.get("n_ids"), meta.get("report")
+    if not isinstance(n_ids, int) or isinstance(n_ids, bool) or n_ids < 0:
+        return "meta.json: bad n_ids"
+    if not isinstance(report, dict) or not isinstance(report.get("files"), list):
+        return "meta.json: bad report"
+    lengths = report.get("doc_lengths")
+    if not isinstance(lengths, list) or not all(isinstance(n, int) and n >= 0 for n in lengths):
+        return "meta.json: bad doc_lengths"
+    vocab = Vocab.from_json(json.dumps(meta["vocab"]), "meta.json vocab")
+    if clean is not None:
+        sep_len = separator_length(vocab, clean)
+        if sum(lengths) + sep_len * max(len(lengths) - 1, 0) != n_ids:
+            return "meta.json: document lengths do not add up to the ids"
+    ids = np.load(folder / "ids.npy", mmap_mode="r", allow_pickle=False)
+    if ids.ndim != 1 or ids.dtype != vocab.dtype:
+        return f"ids.npy holds {ids.dtype} {ids.shape}, expected {vocab.dtype} ids"
+    if len(ids) != n_ids:
+        return f"ids.npy holds {len(ids):,} ids, meta.json says {n_ids:,}"
+    if n_ids and int(ids.max()) >= len(vocab):
+        return f"ids.npy holds id {int(ids.max())}, outside the vocabulary of {len(vocab)}"
+    return vocab, ids, report
 
 
 def store_cached(key: str, vocab: Vocab, ids: np.ndarray, report: dict) -> None:

@@ -106,21 +106,37 @@ class Vocab:
             if data.get("level") == "word":
                 return WordVocab.from_dict(data, source)
             chars = data["chars"]
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise RunError(f"{source}: not a textgen vocabulary file") from None
-        if (not isinstance(chars, list) or not all(isinstance(c, str) and len(c) == 1 for c in chars)
+        if (not isinstance(chars, list)
+                or not all(isinstance(c, str) and len(c) == 1 and not _SURROGATE(c)
+                           for c in chars)
                 or chars != sorted(set(chars))):
             raise RunError(f"{source}: vocabulary must be a sorted list of distinct characters")
         return cls(tuple(chars))
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocab | WordVocab":
+        """Read a vocab.json; anything that is not one (random bytes, not UTF-8, a directory,
+        unreadable) is a one-line RunError naming the file."""
         path = Path(path)
-        return Vocab.from_json(path.read_text(encoding="utf-8"), str(path))
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise RunError(f"{path}: cannot read the vocabulary file: {e.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise RunError(f"{path}: not a textgen vocabulary file (byte 0x{data[e.start]:02x} "
+                           f"at offset {e.start} is not UTF-8)") from None
+        return Vocab.from_json(text, str(path))
 
     def digest(self) -> str:
         """A short content hash, to tell whether two runs share a vocabulary."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]").search  # JSON allows "\\ud800"; no character
 
 
 def describe_chars(chars) -> str:
@@ -215,7 +231,7 @@ class WordVocab:
     def from_dict(cls, data: dict, source: str) -> "WordVocab":
         tokens = data.get("tokens")
         if (not isinstance(tokens, list) or not tokens or tokens[0] != UNK
-                or not all(isinstance(t, str) and t for t in tokens)
+                or not all(isinstance(t, str) and t and not _SURROGATE(t) for t in tokens)
                 or len(set(tokens)) != len(tokens)):
             raise RunError(f"{source}: word vocabulary must be a list of distinct tokens "
                            f"starting with {UNK}")
