@@ -156,9 +156,8 @@ def find_files(inputs: Iterable[str | Path], cfg: CleanConfig) -> list[Path | st
                         f"{path}; give that file by its own path if it is meant to be read")
             if not matches:
                 raise CorpusError(
-                    f"{path}: directory holds no files matching {cfg.glob!r}; "
-                    "pass --glob to choose which files to read"
-                )
+                    f"{path}: directory holds no files matching {cfg.glob!r}; choose which "
+                    "files to read with another pattern", cli_hint="--glob PATTERN")
             found.extend(matches)
         elif path.is_file():
             found.append(path)
@@ -235,12 +234,12 @@ def decode(data: bytes | bytearray, source: str, encoding: str) -> str:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
         bad = data[e.start : e.start + 1]
-        hint = "pass --encoding cp1252 (or the file's real encoding)"
+        hint, flag = "decode it as cp1252 (or its real encoding)", "--encoding cp1252"
         if encoding.lower().replace("-", "").replace("_", "") != "utf8":
-            hint = "pass --encoding with the file's real encoding (utf-8 is the default)"
+            hint, flag = "decode it with its real encoding (utf-8 is the default)", "--encoding"
         raise CorpusError(
-            f"{source}: byte 0x{bad.hex()} at offset {e.start} is not valid {encoding}; {hint}"
-        ) from None
+            f"{source}: byte 0x{bad.hex()} at offset {e.start} is not valid {encoding}; {hint}",
+            cli_hint=flag) from None
     except LookupError as e:  # not a text encoding (CleanConfig.validate refuses those)
         raise CorpusError(f"{source}: cannot decode as {encoding!r} ({e})") from None
     if encoding.lower().replace("-", "").replace("_", "") != "utf8":
@@ -261,7 +260,8 @@ def _field(record, path: str, where: str):
     for key in path.split("."):
         if not isinstance(value, dict) or key not in value:
             keys = ", ".join(sorted(record)) if isinstance(record, dict) else type(record).__name__
-            raise CorpusError(f"{where}: no field {path!r} (fields: {keys}); pass --field NAME")
+            raise CorpusError(f"{where}: no field {path!r} (fields: {keys}); name the field that "
+                              "holds the text", cli_hint="--field NAME")
         value = value[key]
     if not isinstance(value, str):
         raise CorpusError(f"{where}: field {path!r} is {type(value).__name__}, not text")
@@ -317,8 +317,9 @@ def read_documents_by_field(inputs: Iterable[str | Path], cfg: CleanConfig, labe
     for item in find_files(inputs, cfg):
         source = "<stdin>" if item == "-" else str(item)
         if item != "-" and item.suffix.lower() not in JSON_SUFFIXES:
-            raise CorpusError(f"{source}: --style-field reads JSON or JSONL records; name the "
-                              "file .json/.jsonl or give styles as --style NAME=FILE")
+            raise CorpusError(f"{source}: a style field is read from JSON or JSONL records; "
+                              "name the file .json/.jsonl or give each style its own corpus",
+                              cli_hint="--style NAME=FILE")
         source, data = read_input(item, cfg.encoding)
         text = decode(data, source, cfg.encoding)
         del data
