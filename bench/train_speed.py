@@ -10,6 +10,12 @@ Measures, in one run:
   implied GFLOP/s (training ~ 3x the forward pass's matrix products) as a share of the roofline;
   the seed-style model both on textgen's pipeline and as the seed code runs it (NumPy one-hot
   arrays, ``model.fit(x, y)``, TensorFlow's threads), so the baseline is not a slowed one;
+* the default config on each Keras backend (TensorFlow, JAX, PyTorch), each in a process of its
+  own (a process runs one backend), measured in interleaved rounds like the rest, with the
+  settings `textgen train --backend B` uses on this machine (the workers not measuring are
+  stopped with SIGSTOP: idle framework threads of one slowed PyTorch in another 20-fold);
+* on TensorFlow, textgen's tf.data pipeline against the NumPy-gathered batches through a
+  keras.utils.PyDataset that JAX and PyTorch train from (the same batches);
 * each of textgen's speed choices against its alternative. textgen's rows are built as a long
   `textgen train` builds them on this machine (devices.cpu_layout: one recurrent chain per core,
   loop unrolled); beside them the default config not unrolled (runs shorter than 50 x window
@@ -19,7 +25,7 @@ Measures, in one run:
   ``jit_compile`` (textgen leaves it off), mixed_bfloat16 (textgen refuses it on a CPU), and the
   default and best-cpu configs with TensorFlow's own thread settings (textgen runs each op on
   one thread on a machine of <= 2 cores);
-* the per-step time split: pulling a batch from the tf.data pipeline alone, one training step on
+* the per-step time split: gathering a batch in the input pipeline alone, one training step on
   a batch already in memory, and a real step (pipeline + model) - a starved pipeline shows as a
   real step slower than the model step;
 * peak RSS of `textgen train` (default config, 50 steps) on a generated ~100 MB corpus, and of a
@@ -35,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -56,6 +63,8 @@ AUTOTUNED = DEFAULT + ", tf.data autotune"
 JIT = PLAIN + ", XLA jit_compile"
 BF16 = DEFAULT + ", mixed_bfloat16"
 SHORT = DEFAULT + ", short last batch (batch size unknown)"
+PYDATASET = DEFAULT + ", NumPy batches through a PyDataset (the JAX/PyTorch pipeline)"
+BACKENDS = ("tensorflow", "jax", "torch")
 
 
 def roofline() -> float:
@@ -86,26 +95,25 @@ def flops_per_target(cfg, vocab_size: int, last_only_window: int | None = None) 
 
 
 class Candidate:
-    """One model and its pipeline; ``round()`` times one real fit of ``steps`` steps."""
+    """One model and its pipeline (textgen's NumPy ``TrainBatches`` or a tf.data dataset);
+    ``round()`` times one real fit of ``steps`` steps, and one on a batch already in memory."""
 
-    def __init__(self, name, model, ds, targets_per_step, flops):
-        import tensorflow as tf
-
-        from textgen.windows import finish
-
-        self.name, self.model, self.ds = name, model, ds
+    def __init__(self, name, model, source, targets_per_step, flops):
+        self.name, self.model, self.source = name, model, source
         self.targets_per_step, self.flops = targets_per_step, flops
-        x, y = next(iter(ds))
-        # the batch dimension known or None, as in ds: one traced graph serves both
-        full = ds.element_spec[1].shape[0] is not None
-        cached = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(y), drop_remainder=full)
-        cached = cached.cache().repeat()
-        self.cached = finish(cached)
+        numpy = not hasattr(source, "element_spec")
+        if numpy:
+            from textgen.windows import py_dataset
+
+            self.ds, first = py_dataset(source), source[0]
+        else:
+            self.ds, first = source, next(iter(source))
+        self.cached = _cached(first, full=numpy or source.element_spec[1].shape[0] is not None)
         self.real, self.compute = [], []  # measure() traces and warms both in a first round
 
     def _timed_fit(self, data, steps: int) -> float:
         t = time.perf_counter()
-        self.model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0)
+        self.model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
         return (time.perf_counter() - t) / steps
 
     def round(self, steps: int) -> None:
@@ -113,11 +121,16 @@ class Candidate:
         self.compute.append(self._timed_fit(self.cached, steps))
 
     def pipeline(self, steps: int) -> float:
-        it = iter(self.ds)
-        next(it)
-        t = time.perf_counter()
-        for _ in range(steps):
+        if hasattr(self.source, "element_spec"):
+            it = iter(self.source)
             next(it)
+            t = time.perf_counter()
+            for _ in range(steps):
+                next(it)
+        else:
+            t = time.perf_counter()
+            for i in range(1, steps + 1):
+                self.source[i]
         return (time.perf_counter() - t) / steps
 
     def row(self, steps: int) -> dict:
@@ -128,6 +141,32 @@ class Candidate:
                 "gflops": self.targets_per_step / real * self.flops / 1e9,
                 "split": {"pipeline": self.pipeline(steps), "real": real,
                           "model": statistics.median(self.compute) if self.compute else None}}
+
+
+def _cached(batch, full: bool):
+    """The same batch again and again, from memory: on TensorFlow a cached tf.data dataset (its
+    batch dimension known or None, as in the real pipeline: one traced graph serves both),
+    elsewhere a PyDataset handing out the same arrays."""
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        from textgen.windows import py_dataset
+
+        class Same:
+            def __len__(self):
+                return 10**6
+
+            def __getitem__(self, i):
+                return batch
+
+        return py_dataset(Same())
+    import tensorflow as tf
+
+    from textgen.windows import finish
+
+    x, y = batch
+    cached = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(y), drop_remainder=full)
+    return finish(cached.cache().repeat())
 
 
 class ArrayCandidate(Candidate):
@@ -156,27 +195,34 @@ class ArrayCandidate(Candidate):
 
 def textgen_candidate(name, cfg, data, layout: str = "textgen", autotune: bool = False,
                       jit: bool = False, precision: str = "float32",
-                      full_batches: bool = True) -> Candidate:
+                      full_batches: bool = True, pipeline: str = "textgen") -> Candidate:
     """``layout``: "textgen" builds the model as a long `textgen train` does on this machine
-    (devices.cpu_layout), "chains" without unrolling, "plain" as on a GPU."""
+    (devices.cpu_layout: on TensorFlow the chains and unrolling), "chains" without unrolling,
+    "plain" as on a GPU. ``pipeline``: "textgen" is what textgen trains from (tf.data on
+    TensorFlow, TrainBatches through a PyDataset elsewhere), "numpy" the latter everywhere;
+    ``autotune`` and short last batches apply to tf.data."""
     import keras
 
     from textgen.devices import cpu_layout
     from textgen.model import build_model, compile_model
-    from textgen.windows import train_dataset
+    from textgen.windows import TrainBatches, train_dataset
 
     kwargs = cpu_layout(cfg.window.window, steps=10**6) if layout != "plain" else {}
     if layout == "chains":
         kwargs["window"] = None
     keras.utils.set_random_seed(0)
-    ds = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6, autotune=autotune,
-                       full_batches=full_batches)
+    if pipeline == "numpy" or keras.backend.backend() != "tensorflow":
+        source = TrainBatches(data.ids, cfg.window, seed=0, epochs=1, steps=10**6)
+    else:
+        source = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6,
+                               autotune=autotune, full_batches=full_batches)
     keras.config.set_dtype_policy(precision)  # textgen refuses mixed precision on a CPU
     model = build_model(cfg.model, len(data.vocab), **kwargs)
     compile_model(model, cfg.train)
     keras.config.set_dtype_policy("float32")
-    model.jit_compile = jit  # textgen leaves it off
-    return Candidate(name, model, ds, cfg.window.batch_size * cfg.window.window,
+    if jit or keras.backend.backend() == "tensorflow":
+        model.jit_compile = jit  # textgen leaves XLA off on TensorFlow; JAX always compiles
+    return Candidate(name, model, source, cfg.window.batch_size * cfg.window.window,
                      flops_per_target(cfg, len(data.vocab)))
 
 
@@ -222,6 +268,7 @@ def measure(names: list[str], rounds: int, steps: int) -> list[dict]:
         JIT: lambda: textgen_candidate(JIT, default, data, layout="plain", jit=True),
         BF16: lambda: textgen_candidate(BF16, default, data, precision="mixed_bfloat16"),
         SHORT: lambda: textgen_candidate(SHORT, default, data, full_batches=False),
+        PYDATASET: lambda: textgen_candidate(PYDATASET, default, data, pipeline="numpy"),
         BEST: lambda: textgen_candidate(BEST, best, data),
         SEED: lambda: seed_candidate(default, data),
         WRITTEN: lambda: written_candidate(default, data, (rounds + 1) * steps),
@@ -249,6 +296,76 @@ def child_rows(names: list[str], threads: str, rounds: int, steps: int) -> list[
     return rows
 
 
+def backend_worker(backend: str) -> None:
+    """``--worker BACKEND``: the default config on one backend, built as `textgen train
+    --backend BACKEND` builds it on this machine; one timed round per "round STEPS" line on
+    stdin, its row for "row STEPS"."""
+    from textgen.config import Config
+    from textgen.data import prepare
+    from textgen.devices import load_keras, select_backend, set_threads
+
+    select_backend(backend)
+    set_threads()  # TensorFlow only, as textgen train does
+    load_keras()
+    data = prepare([str(CORPUS)], Config(), use_cache=False)
+    cand = textgen_candidate(f"{DEFAULT}, {backend} backend", Config(), data)
+    print("READY", flush=True)
+    for line in sys.stdin:
+        command, steps = line.split()
+        if command == "row":
+            print("ROW " + json.dumps(cand.row(int(steps))), flush=True)
+            return
+        if command == "round":
+            cand.round(int(steps))
+        else:  # "clear": the untimed first round is over
+            cand.real.clear()
+            cand.compute.clear()
+        print("DONE", flush=True)
+
+
+def backend_rows(rounds: int, steps: int) -> list[dict]:
+    """The default config on every installed backend, one process each, rounds interleaved
+    (TensorFlow, JAX, PyTorch, TensorFlow, ...): only one process computes at a time."""
+    import importlib.util
+
+    names = [b for b in BACKENDS if importlib.util.find_spec(b)]
+    workers = {b: subprocess.Popen([sys.executable, __file__, "--worker", b], text=True,
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+               for b in names}
+
+    def ask(worker, line: str, answer: str) -> str:
+        if line:
+            worker.stdin.write(line + "\n")
+            worker.stdin.flush()
+        for out in worker.stdout:
+            if out.startswith(answer):
+                return out[len(answer):].strip()
+        raise RuntimeError(f"a backend worker stopped (waiting for {answer!r})")
+
+    def turn(worker, line: str, answer: str) -> str:
+        """Only the worker whose turn it is runs: the others are stopped (SIGSTOP), so that
+        their idle framework threads cannot slow it (PyTorch's fell to 2% of its speed)."""
+        worker.send_signal(signal.SIGCONT)
+        try:
+            return ask(worker, line, answer)
+        finally:
+            worker.send_signal(signal.SIGSTOP)
+
+    for w in workers.values():
+        turn(w, "", "READY")
+    for r in range(rounds + 1):
+        for w in workers.values():
+            turn(w, f"round {steps}", "DONE")
+            if r == 0:
+                turn(w, f"clear {steps}", "DONE")
+    rows = [json.loads(turn(w, f"row {steps}", "ROW ")) for w in workers.values()]
+    for w in workers.values():
+        w.send_signal(signal.SIGCONT)
+    for w in workers.values():
+        w.wait()
+    return rows
+
+
 def train_rss(corpus: Path, tmp: Path, name: str) -> float:
     from corpus_scale import CLI_CHILD  # bench/corpus_scale.py, beside this script
 
@@ -260,12 +377,39 @@ def train_rss(corpus: Path, tmp: Path, name: str) -> float:
     return float(out.stderr.strip().splitlines()[-1])
 
 
+def print_table(rows: list[dict], peak: float, threads) -> None:
+    """The Markdown table; "x seed-style" against the last row (the seed-style model)."""
+    seed = rows[-1]["targets_s"]
+    print(f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; roofline (NumPy float32 "
+          f"2048^3 matmul): {peak:.0f} GFLOP/s; textgen's threads (intra-op, inter-op): "
+          f"{threads or 'TensorFlow defaults'}; median of {rows[0]['rounds']} interleaved "
+          "rounds\n")
+    print("| model | targets/s | range | x seed-style | GFLOP/s | % of roofline "
+          "| pipeline ms/step | model ms/step | real ms/step |")
+    print("|---|---|---|---|---|---|---|---|---|")
+
+    def ms(seconds, digits):
+        return "-" if seconds is None else f"{1000 * seconds:.{digits}f}"
+
+    for r in rows:
+        s = r["split"]
+        print(f"| {r['name']} | {r['targets_s']:,.0f} | {r['low']:,.0f}-{r['high']:,.0f} | "
+              f"{r['targets_s'] / seed:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f}% "
+              f"| {ms(s['pipeline'], 2)} | {ms(s['model'], 1)} | {ms(s['real'], 1)} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--mb", type=int, default=100, help="size of the generated corpus")
+    parser.add_argument("--backends-only", action="store_true",
+                        help="only the default config on each backend (and the pipelines)")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        backend_worker(args.worker)
+        return
     if args.child:
         names, threads, rounds, steps = args.child
         if threads == "textgen":
@@ -280,7 +424,13 @@ def main() -> None:
     from textgen.devices import set_threads
 
     threads = set_threads()  # as `textgen train` does, before TensorFlow starts
-    rows = measure([DEFAULT, BEST, CHAINS, PLAIN, SHORT, SEED], rounds, steps)
+    if args.backends_only:
+        rows = measure([DEFAULT, PYDATASET, SEED], rounds, steps)
+        rows[-1:-1] = backend_rows(rounds, steps)
+        print_table(rows, peak, threads)
+        return
+    rows = measure([DEFAULT, PYDATASET, BEST, CHAINS, PLAIN, SHORT, SEED], rounds, steps)
+    rows[-1:-1] = backend_rows(rounds, steps)
     rows[-1:-1] = child_rows([AUTOTUNED, JIT, BF16], "textgen", rounds, steps)
     # the seed code as written runs with TensorFlow's own threads, as it does for its users
     rows[-1:-1] = child_rows([DEFAULT, BEST, WRITTEN] if threads else [WRITTEN], "tf", rounds,
@@ -304,22 +454,7 @@ def main() -> None:
                        capture_output=True)
         helps.append(time.perf_counter() - t)
 
-    seed = rows[-1]["targets_s"]
-    print(f"{os.cpu_count()} CPU cores, {time.strftime('%Y-%m-%d')}; roofline (NumPy float32 "
-          f"2048^3 matmul): {peak:.0f} GFLOP/s; textgen's threads (intra-op, inter-op): "
-          f"{threads or 'TensorFlow defaults'}; median of {rows[0]['rounds']} interleaved "
-          "rounds\n")
-    print("| model | targets/s | range | x seed-style | GFLOP/s | % of roofline "
-          "| pipeline ms/step | model ms/step | real ms/step |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    def ms(seconds, digits):
-        return "-" if seconds is None else f"{1000 * seconds:.{digits}f}"
-
-    for r in rows:
-        s = r["split"]
-        print(f"| {r['name']} | {r['targets_s']:,.0f} | {r['low']:,.0f}-{r['high']:,.0f} | "
-              f"{r['targets_s'] / seed:.1f} | {r['gflops']:.1f} | {100 * r['gflops'] / peak:.0f}% "
-              f"| {ms(s['pipeline'], 2)} | {ms(s['model'], 1)} | {ms(s['real'], 1)} |")
+    print_table(rows, peak, threads)
     written = next(r["targets_s"] for r in rows if r["name"].startswith(WRITTEN))
     print(f"\nThe default config against the seed-style model as the seed code runs it: "
           f"{rows[0]['targets_s'] / written:.1f}x.")

@@ -49,12 +49,44 @@ def test_scripts_have_help(script):
 
 
 def test_setup_dry_run():
-    result = _script("setup.sh", "--dry-run", "--venv", "/tmp/gpu-venv")
+    result = _script("setup.sh", "--dry-run", "--venv", "/tmp/gpu-venv", "--backend",
+                     "tensorflow")
     assert result.returncode == 0
     lines = result.stdout.splitlines()
     assert lines[0] == "would run: python3 -m venv /tmp/gpu-venv"
     assert "would run: /tmp/gpu-venv/bin/pip install .\\[gpu\\]" in lines
-    assert lines[-1] == "would run: /tmp/gpu-venv/bin/textgen info --devices"
+    assert "would write: tensorflow > /tmp/gpu-venv/textgen-backend" in lines
+    assert lines[-1] == "would run: /tmp/gpu-venv/bin/textgen info --devices --backend tensorflow"
+    assert "backend tensorflow" in result.stderr
+
+
+@pytest.mark.parametrize("has,backend", [("torch", "torch"), ("jax", "jax"),
+                                         ("nothing", "tensorflow")])
+def test_setup_uses_the_framework_the_machine_has(tmp_path, has, backend):
+    """A CUDA PyTorch, else a GPU JAX, is used as it is (never reinstalled)."""
+    fake = tmp_path / "python3"  # answers the probes as a machine with `has` would
+    fake.write_text(f'#!/usr/bin/env bash\ncase "$*" in *"import sys, {has}"*) exit 0 ;; esac\n'
+                    "exit 1\n")
+    fake.chmod(0o755)
+    result = _script("setup.sh", "--dry-run", "--venv", "/tmp/v", env={"PYTHON": str(fake)})
+    assert result.returncode == 0 and f"setup.sh: backend {backend} (" in result.stderr
+    lines = result.stdout.splitlines()
+    if backend == "tensorflow":
+        assert "would run: /tmp/v/bin/pip install .\\[gpu\\]" in lines
+    else:
+        assert lines[0] == f"would run: {fake} -m venv --system-site-packages /tmp/v"
+        assert "would run: /tmp/v/bin/pip install --no-deps ." in lines
+        assert not any("gpu" in line or "torch" in line.split("info")[0] for line in lines[:-2])
+    assert lines[-1] == f"would run: /tmp/v/bin/textgen info --devices --backend {backend}"
+
+
+def test_train_script_passes_the_backend(tmp_path):
+    env = {"TEXTGEN": "textgen", "TEXTGEN_BACKEND": "jax"}
+    result = _script("train.sh", "--dry-run", "c.txt", tmp_path / "run", env=env)
+    assert f"--out {tmp_path / 'run'} --backend jax >>" in result.stdout
+    given = _script("train.sh", "--dry-run", "c.txt", tmp_path / "run", "--backend", "torch",
+                    env=env)
+    assert "--backend torch >>" in given.stdout and "jax" not in given.stdout
 
 
 def test_train_dry_run_new_and_resumed(tmp_path):

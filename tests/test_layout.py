@@ -19,6 +19,7 @@ RANK = {
     "runs": 5,
     "sample": 6,
     "score": 7, "baselines": 7, "model": 7, "devices": 7, "checkpoint": 7,
+    "transfer": 7,
     "callbacks": 8, "classify": 8,
     "train": 9, "evaluate": 9, "gradcheck": 9, "plot": 9, "export": 9,
     "__init__": 10,

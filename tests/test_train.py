@@ -1,6 +1,5 @@
 """Training end to end: run folder contents, refusing to overwrite, exact resume, faults."""
 
-import json
 import os
 import signal
 import subprocess

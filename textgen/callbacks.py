@@ -141,7 +141,7 @@ class StepLoss(_RunCallback):
     def __init__(self, progress: Progress, out: Path, smooth: float):
         super().__init__(progress)
         self.path, self.smooth = out / runs.STEPS_FILE, smooth
-        self.rows = [r for r in runs.read_csv(self.path) if int(r["step"]) <= progress.step]
+        self.rows = runs.read_log_upto(self.path, "step", progress.step)
         self._seen = (0.0, 0.0)  # the loss mean's (total, count) after the last batch
 
     def _totals(self) -> tuple[float, float]:
@@ -194,7 +194,7 @@ class EpochLog(_RunCallback):
         super().__init__(progress)
         self.path = out / runs.LOG_FILE
         rows = runs.read_csv(self.path)
-        self.rows = [r for r in rows if int(r["epoch"]) <= progress.epoch]
+        self.rows = runs.read_log_upto(self.path, "epoch", progress.epoch)
         if len(self.rows) != len(rows):
             runs.write_csv(self.path, runs.LOG_FIELDS, self.rows)
 

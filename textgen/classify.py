@@ -10,7 +10,6 @@ NumPy only, like sampling.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 
 import numpy as np

@@ -7,8 +7,10 @@ exit; ``--traceback`` shows the full trace instead.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -22,24 +24,43 @@ DEFAULT_RUN = "checkpoints/latest"
 
 
 class TextgenGroup(click.Group):
-    """Turns TextgenError into a one-line message with the error's exit code."""
+    """Turns TextgenError into a one-line message with the error's exit code; so too an
+    operating-system error no library code expected (a file that vanished, a full disk while
+    writing an output file, a closed pipe)."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
-        except TextgenError as e:
+        except (TextgenError, OSError) as e:
             if ctx.obj and ctx.obj.get("traceback"):
                 raise
+            if isinstance(e, BrokenPipeError):  # e.g. textgen sample | head: stop quietly
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                ctx.exit(141)
+            if isinstance(e, OSError):
+                e = _os_error(e)
             hint = f" ({e.cli_hint})" if e.cli_hint else ""
             click.echo(f"Error: {e}{hint}", err=True)
             ctx.exit(e.exit_code)
 
 
+def _os_error(e: OSError) -> TextgenError:
+    from .runs import write_error
+
+    if e.errno in (errno.ENOSPC, errno.EDQUOT) and e.filename:
+        return write_error(Path(e.filename), e)
+    where = f"{e.filename}: " if e.filename else ""
+    return TextgenError(f"{where}{e.strerror or e}")
+
+
 @click.group(cls=TextgenGroup, context_settings=CONTEXT)
 @click.version_option(__version__, "--version", prog_name="textgen")
 @click.option("--traceback", is_flag=True, help="Show the full traceback on errors.")
+@click.option("--verbose", is_flag=True,
+              help="Show the frameworks' own log messages (TensorFlow's C++ banners, absl, "
+                   "gRPC, JAX and PyTorch warnings), hidden by default.")
 @click.pass_context
-def cli(ctx, traceback):
+def cli(ctx, traceback, verbose):
     """Train character- or word-level LSTM language models on your own text, and generate
     from them.
 
@@ -49,6 +70,7 @@ def cli(ctx, traceback):
     textgen info checkpoints/latest
     """
     ctx.ensure_object(dict)["traceback"] = traceback
+    ctx.obj["verbose"] = verbose
 
 
 def _config_path(value: str | None) -> Path | None:
@@ -113,6 +135,23 @@ class Finite(click.FloatRange):
         return rv
 
 
+BACKEND_HELP = ("Keras backend: tensorflow, jax or torch [KERAS_BACKEND if set, else "
+                "tensorflow]; chosen before Keras is imported.")
+
+
+def backend_option(f):
+    return click.option("--backend", type=click.Choice(["tensorflow", "jax", "torch"]),
+                        help=BACKEND_HELP)(f)
+
+
+def _use_backend(name: str | None) -> str:
+    """Select Keras's backend for this process before anything imports Keras (devices.py)."""
+    from .devices import select_backend
+
+    ctx = click.get_current_context()
+    return select_backend(name, verbose=bool((ctx.find_root().obj or {}).get("verbose")))
+
+
 POSITIVE = Finite(min=0, min_open=True)
 FRACTION = Finite(0, 1, max_open=True)  # [0, 1)
 
@@ -154,6 +193,9 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
 @click.option("--out", type=click.Path(path_type=Path),
               help="Run folder to create (default: checkpoints/<corpus>-<timestamp>).")
 @click.option("--resume", is_flag=True, help="Continue the unfinished run in --out.")
+@click.option("--init-from", type=click.Path(path_type=Path), metavar="RUN",
+              help="Start a new run from RUN's best weights (a run folder or its weights.h5): "
+                   "same model shape, vocabulary merged, optimizer fresh.")
 @click.option("--save-every", type=click.IntRange(min=1), metavar="STEPS",
               help="Also save a resumable checkpoint every STEPS steps (always every epoch).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training windows [10].")
@@ -186,17 +228,26 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
               help="Characters per sample during training [200].")
 @click.option("--tensorboard/--no-tensorboard", default=None,
               help="Write TensorBoard logs to RUN/tensorboard [off].")
+@backend_option
 @click.option("--strategy", type=click.Choice(["auto", "one", "mirrored", "multiworker"]),
-              help="tf.distribute strategy; auto = mirrored if several GPUs [auto].")
+              help="Devices: TensorFlow: tf.distribute (mirrored = this machine's GPUs, "
+                   "multiworker = TF_CONFIG); JAX: DataParallel (mirrored = this machine's "
+                   "devices, multiworker = KERAS_DISTRIBUTION_* processes); PyTorch: one device "
+                   "only; auto = mirrored if several devices [auto].")
 @click.option("--precision", type=click.Choice(["float32", "mixed_float16", "mixed_bfloat16"]),
               help="Mixed precision on GPUs (refused on CPU) [float32].")
 @clean_options
-def train(corpus, config_file, out, resume, save_every, styles, **flags):
+def train(corpus, config_file, out, resume, init_from, save_every, styles, **flags):
     """Train a model on CORPUS (files or directories) and save a run folder.
 
     Settings come from the defaults, then --config, then these flags. The run folder holds the
     best weights, vocabulary, resolved config and a CSV log; checkpoints/latest points at it.
     Progress goes to stderr; the run folder's path is printed on stdout.
+
+    The same model trains on TensorFlow, JAX or PyTorch (--backend; a resumed run may switch).
+    TensorFlow only: tf.distribute strategies, and on a CPU-only machine of 2 cores or fewer
+    the batch split into chains, the unrolled loop and one thread per op. JAX: DataParallel
+    over several devices or processes. PyTorch: one device.
 
     \b
     textgen train corpora/tinyshakespeare.txt
@@ -204,9 +255,11 @@ def train(corpus, config_file, out, resume, save_every, styles, **flags):
     textgen train corpora/tinyshakespeare.txt --out checkpoints/demo --resume
     textgen train --style sonnets=corpora/sonnets.txt --style plays=corpora/tinyshakespeare.txt
     textgen train corpora/sonnets.txt --level word --max-words 5000
+    textgen train my-lyrics.txt --init-from checkpoints/shakespeare --max-minutes 3
     """
     from .config import by_section, resolve
     from .runs import default_run_path, open_for_resume
+    from .transfer import base_config, open_base
     from .train import train as run_training
 
     if styles and corpus:
@@ -219,12 +272,18 @@ def train(corpus, config_file, out, resume, save_every, styles, **flags):
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
     # Resuming starts from the run's recorded config; flags may then extend --epochs.
     run = open_for_resume(out) if resume else None
+    if init_from is not None and resume:
+        raise click.UsageError("give --resume or --init-from, not both")
+    base = open_base(init_from) if init_from is not None else None
+    if flags["backend"] is None and os.environ.get("KERAS_BACKEND"):
+        flags["backend"] = os.environ["KERAS_BACKEND"]  # the default, over the run's own
     config = resolve(_config_path(config_file), by_section(flags),
-                     base=run.config if run else None)
+                     base=run.config if run else base_config(base) if base else None)
+    _use_backend(config.train.backend)
     if out is None:
         out = default_run_path("-".join(styles) if styles else Path(corpus[0]).stem or "run")
     result = run_training(list(corpus), config, out, resume=run, save_every=save_every,
-                          styles=styles)
+                          styles=styles, init_from=base)
     best = "n/a" if result.best_loss is None else f"{result.best_loss:.4f} nats/char"
     stopped = f"; stopped by {result.stopped}" if result.stopped else ""
     click.echo(f"trained {result.epochs_done} epochs ({result.steps_done} steps); "
@@ -448,8 +507,9 @@ def _read_prime_file(path: Path) -> str:
 @click.option("--passages", type=click.IntRange(min=1), default=100, show_default=True,
               help="Most passages per style for --classify.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@backend_option
 def evaluate(run_dir, corpus, order, samples, sample_chars, temperature, seed, train_corpus,
-             style, classify_, passage_chars, passages, as_json):
+             style, classify_, passage_chars, passages, as_json, backend):
     """Held-out loss (nats/char, bits/char, perplexity) beside baselines, and novelty.
 
     Baselines are fitted on the run's training text: the untrained model, a unigram model and a
@@ -464,6 +524,7 @@ def evaluate(run_dir, corpus, order, samples, sample_chars, temperature, seed, t
     """
     from .evaluate import EvalRequest, evaluate_run, format_result
 
+    _use_backend(backend)  # scoring runs the NumPy network: no framework is imported
     req = EvalRequest(corpus=corpus, order=order, samples=samples, sample_chars=sample_chars,
                       temperature=temperature, seed=seed, train_corpus=list(train_corpus) or None,
                       style=style, classify=classify_, passage_chars=passage_chars,
@@ -510,8 +571,9 @@ def classify(run_dir, text, file_, as_json):
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--tolerance", type=float, default=1e-6, show_default=True,
               help="Largest relative error accepted (float64).")
-def check_gradients_cmd(cell, layers, units, seed, tolerance):
-    """Compare TensorFlow's gradients with numerical ones on a tiny float64 model.
+@backend_option
+def check_gradients_cmd(cell, layers, units, seed, tolerance, backend):
+    """Compare the backend's gradients with numerical ones on a tiny float64 model.
 
     Prints, per weight tensor, the largest relative error between the framework's gradient and
     a central difference; exits 1 if any exceeds --tolerance.
@@ -519,7 +581,9 @@ def check_gradients_cmd(cell, layers, units, seed, tolerance):
     \b
     textgen check-gradients
     textgen check-gradients --cell gru --units 8
+    textgen check-gradients --backend jax
     """
+    backend = _use_backend(backend)
     from .config import ModelConfig
     from .errors import TextgenError
     from .gradcheck import check_gradients, format_rows
@@ -528,7 +592,8 @@ def check_gradients_cmd(cell, layers, units, seed, tolerance):
     for c in (["lstm", "gru", "rnn"] if cell == "all" else [cell]):
         cfg = ModelConfig(cell=c, layers=layers, units=units, embedding_dim=4, dropout=0.0)
         rows = check_gradients(cfg, seed=seed)
-        click.echo(f"{c}: {layers} x {units} units, float64, central differences\n"
+        click.echo(f"{c}: {layers} x {units} units, float64, central differences, "
+                   f"{backend} backend\n"
                    + format_rows(rows, tolerance) + "\n")
         failed |= any(r.max_rel_error > tolerance for r in rows)
     if failed:
@@ -559,17 +624,20 @@ def plot(run_dir, output, force):
 @click.argument("run_dir", default=DEFAULT_RUN, type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--devices", is_flag=True,
-              help="Also report the devices TensorFlow sees and whether cuDNN applies "
-                   "(imports TensorFlow; RUN is optional then).")
-def info(run_dir, as_json, devices):
+              help="Also report the devices the backend sees and whether the fused cuDNN "
+                   "kernel applies (imports the framework; RUN is optional then).")
+@backend_option
+def info(run_dir, as_json, devices, backend):
     """Summarise a run folder: config, vocabulary, parameters, progress, best loss.
 
     \b
     textgen info checkpoints/latest
     textgen info --devices
+    textgen info --devices --backend jax
     """
     from .runs import summarise
 
+    _use_backend(backend)
     summary = {}
     if not devices or run_dir != Path(DEFAULT_RUN) or run_dir.exists():
         summary = summarise(run_dir)

@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 CELLS = ("lstm", "gru", "rnn")
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
+BACKENDS = ("tensorflow", "jax", "torch")  # Keras backends textgen trains on
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("rmsprop", "adam", "adagrad", "sgd")
 
@@ -176,6 +177,7 @@ class TrainConfig:
     tensorboard: bool = False  # write TensorBoard logs to RUN/tensorboard
     strategy: str = "auto"  # auto | one | mirrored | multiworker (tf.distribute)
     precision: str = "float32"  # or mixed_float16 / mixed_bfloat16 (GPU only)
+    backend: str = "tensorflow"  # Keras backend: tensorflow | jax | torch
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
@@ -189,6 +191,9 @@ class TrainConfig:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"train.strategy must be one of {', '.join(STRATEGIES)}, "
                               f"got {self.strategy!r}")
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"train.backend must be one of {', '.join(BACKENDS)}, "
+                              f"got {self.backend!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"train.precision must be one of {', '.join(PRECISIONS)}, "
                               f"got {self.precision!r}")

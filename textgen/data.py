@@ -99,50 +99,60 @@ def encode_documents(docs: list[str], vocab: Vocab | WordVocab,
     return ids, lengths
 
 
-def build_vocab(doc_groups: list[list[str]], reports: list, config: Config) -> Vocab | WordVocab:
-    """The vocabulary of all documents: characters, or the most frequent words."""
+def build_vocab(doc_groups: list[list[str]], reports: list, config: Config,
+                base_vocab: Vocab | WordVocab | None = None) -> Vocab | WordVocab:
+    """The vocabulary of all documents: characters, or the most frequent words; with
+    ``base_vocab`` (a run started from another, transfer.py), also every token of that."""
     sep = config.clean.doc_separator
     if config.tokens.level == "word":
         counts: Counter = Counter()
         for docs in doc_groups:
             counts.update(count_tokens(docs, sep))
-        return WordVocab.from_counts(counts, config.tokens.max_words)
+        vocab = WordVocab.from_counts(counts, config.tokens.max_words)
+        if base_vocab is not None:
+            known = set(base_vocab.tokens)
+            vocab = WordVocab((*base_vocab.tokens, *(t for t in vocab.tokens if t not in known)))
+        return vocab
     chars: Counter = Counter()
     for report in reports:
         chars.update(report.char_counts)
     if sep and len(doc_groups) > 1:
         chars.update(sep * (len(doc_groups) - 1))  # styles are never joined, but keep it known
+    if base_vocab is not None:
+        chars.update(base_vocab.tokens)
     return Vocab.from_counts(chars)
 
 
 def prepare(inputs: list[str], config: Config, keep_text: bool = False,
             need_windows: bool = True, use_cache: bool = True,
-            styles: dict[str, list[str]] | None = None) -> Prepared:
+            styles: dict[str, list[str]] | None = None,
+            base_vocab: Vocab | WordVocab | None = None) -> Prepared:
     """Read and clean the corpus, build the vocabulary, ids and train/validation windows.
 
     With ``styles`` ({name: inputs}) each style's text is read and split on its own (its own
-    validation tail) under one shared vocabulary; ``inputs`` is then ignored. With
+    validation tail) under one shared vocabulary; ``inputs`` is then ignored. ``base_vocab``:
+    see ``build_vocab``. With
     ``need_windows=False`` (``textgen clean``) a corpus too short for the window config is
     reported, not an error.
     """
     cfg = config.clean
     if styles:
         return _prepare_styles([(name, *read_documents_cleaned(paths, cfg))
-                                for name, paths in styles.items()], config)
+                                for name, paths in styles.items()], config, base_vocab)
     if cfg.style_field:
         groups = read_documents_by_field(inputs, cfg, cfg.style_field)
         if len(groups) < 2:
             raise CorpusError(f"{', '.join(map(str, inputs))}: field {cfg.style_field!r} has "
                               f"one value ({', '.join(groups)}); styles need two or more")
-        return _prepare_styles([(name, *g) for name, g in groups.items()], config)
-    key = cache_key(inputs, config) if use_cache and not keep_text else None
+        return _prepare_styles([(name, *g) for name, g in groups.items()], config, base_vocab)
+    key = cache_key(inputs, config, base_vocab) if use_cache and not keep_text else None
     hit = load_cached(key, cfg) if key else None
     text = None
     if hit is not None:
         vocab, ids, report = hit
     else:
         docs, corpus = read_documents_cleaned(inputs, cfg)
-        vocab = build_vocab([docs], [corpus], config)
+        vocab = build_vocab([docs], [corpus], config, base_vocab)
         if keep_text:
             text = cfg.doc_separator.join(docs)
         ids, lengths = encode_documents(docs, vocab, cfg.doc_separator)
@@ -189,13 +199,13 @@ def _finish_report(report: dict, windows: dict, config: Config, vocab, ids) -> N
 
 
 def _prepare_styles(styled: list[tuple[str, list[str], CorpusReport]],
-                    config: Config) -> Prepared:
+                    config: Config, base_vocab=None) -> Prepared:
     """One cleaned corpus per style, a shared vocabulary, windows that never mix styles."""
     cfg = config.clean
     names = tuple(name for name, _, _ in styled)
     groups = [docs for _, docs, _ in styled]
     reports = [report for _, _, report in styled]
-    vocab = build_vocab(groups, reports, config)
+    vocab = build_vocab(groups, reports, config, base_vocab)
     sep_len = separator_length(vocab, cfg)
     splits, style_rows, id_parts = [], {}, []
     for name, docs, corpus in zip(names, groups, reports):
@@ -304,13 +314,15 @@ def cache_dir() -> Path | None:
     return Path(base) / "textgen"
 
 
-def cache_key(inputs: list[str], config: Config) -> str | None:
-    """A hash of the input files (paths and contents), the cleaning rules and the version."""
+def cache_key(inputs: list[str], config: Config, base_vocab=None) -> str | None:
+    """A hash of the input files (paths and contents), the cleaning rules, the version and any
+    base vocabulary the ids are encoded with."""
     if cache_dir() is None or any(str(i) == "-" for i in inputs):
         return None  # stdin cannot be re-read
     h = hashlib.sha256()
     h.update(json.dumps({"textgen": __version__, "format": CACHE_FORMAT,
-                         "clean": asdict(config.clean), "tokens": asdict(config.tokens)},
+                         "clean": asdict(config.clean), "tokens": asdict(config.tokens),
+                         "base_vocab": base_vocab.digest() if base_vocab else None},
                         sort_keys=True).encode())
     check_nul = nul_means_binary(config.clean.encoding)
     for path in find_files(inputs, config.clean):

@@ -8,14 +8,20 @@ Two options change how the model runs, not what it computes (the same weights an
 same outputs): ``window`` fixes the sequence length and unrolls the recurrent loop, and
 ``chains`` splits every batch into that many parts that go through the recurrent layers as
 independent chains of operations, which TensorFlow runs at the same time on different cores.
-Training uses both on a small CPU-only machine (``devices.cpu_layout``; bench/train_speed.py
-measures them); with them the recurrent layers no longer qualify for cuDNN, so never on a GPU.
+Training uses both with TensorFlow on a small CPU-only machine (``devices.cpu_layout``;
+bench/train_speed.py measures them; the chains are TensorFlow ops, so TensorFlow only); with them
+the recurrent layers no longer qualify for cuDNN, so never on a GPU. ``fused_kernel_blockers``
+lists what would keep a built model's recurrent layers off the fused cuDNN kernel.
+
+Everything else is ``keras`` layers only, so the same model runs on TensorFlow, JAX and PyTorch.
 
 ``get_named_weights``/``set_named_weights`` map the model to textgen's own weight names (see
 runs.py); run folders never store Keras model files, so loading never deserialises code.
 """
 
 from __future__ import annotations
+
+import random
 
 import numpy as np
 
@@ -32,6 +38,8 @@ def build_model(cfg: ModelConfig, vocab_size: int, n_styles: int = 0, *,
     ``chains``: see the module's docstring."""
     import keras
 
+    if chains > 1 and keras.backend.backend() != "tensorflow":
+        raise ValueError("chains (the CPU layout) need the TensorFlow backend")
     layer_cls = {"lstm": keras.layers.LSTM, "gru": keras.layers.GRU,
                  "rnn": keras.layers.SimpleRNN}[cfg.cell]
     inputs = keras.Input(shape=(window,), dtype="int32", name="ids")
@@ -46,7 +54,11 @@ def build_model(cfg: ModelConfig, vocab_size: int, n_styles: int = 0, *,
     for i in range(cfg.layers):
         rnn = layer_cls(cfg.units, return_sequences=True, unroll=window is not None,
                         name=f"rnn_{i}")
-        drop = keras.layers.Dropout(cfg.dropout, name=f"dropout_{i}") if cfg.dropout else None
+        drop = None
+        if cfg.dropout:  # an explicit seed, drawn as Keras would draw it: on PyTorch only a
+            # seeded Dropout keeps its RNG state in a variable, which the checkpoint saves
+            drop = keras.layers.Dropout(cfg.dropout, seed=random.randint(1, int(1e9)),
+                                        name=f"dropout_{i}")
         parts = [rnn(p) for p in parts]
         parts = [drop(p) for p in parts] if drop else parts
     x = JoinBatch(name="joined")([*parts, rows]) if chains > 1 else parts[0]
@@ -93,6 +105,32 @@ def JoinBatch(name: str):  # noqa: N802
             return (None, *shapes[0][1:])
 
     return _JoinBatch(name=name)
+
+
+def fused_kernel_blockers(model) -> dict[str, list[str]]:
+    """For each recurrent layer of ``model``, what keeps it off the fused cuDNN kernel on a GPU
+    (empty lists: every layer qualifies): Keras's conditions on every backend are tanh/sigmoid
+    activations, no recurrent dropout, no unrolling, biases, no mask (and ``reset_after`` for
+    GRU); and the layer must see whole batches (no ``SplitBatch`` chains)."""
+    found = {}
+    chained = any(layer.name == "chains" for layer in model.layers)
+    for layer in model.layers:
+        cfg = layer.get_config()
+        if "recurrent_dropout" not in cfg:  # not a recurrent layer
+            continue
+        rules = {"activation is not tanh": cfg.get("activation") != "tanh",
+                 "recurrent_activation is not sigmoid":
+                     cfg.get("recurrent_activation", "sigmoid") != "sigmoid",
+                 "recurrent_dropout is not 0": cfg.get("recurrent_dropout") != 0,
+                 "unrolled": cfg.get("unroll", False),
+                 "no bias": not cfg.get("use_bias", True),
+                 "GRU without reset_after": cfg.get("reset_after", True) is False,
+                 "split into chains": chained,
+                 "masked input": any(getattr(other, "mask_zero", False) or
+                                     type(other).__name__ == "Masking" for other in model.layers),
+                 "vanilla RNN cell (no cuDNN kernel)": type(layer).__name__ == "SimpleRNN"}
+        found[layer.name] = [reason for reason, hit in rules.items() if hit]
+    return found
 
 
 def compile_model(model, cfg: TrainConfig) -> None:

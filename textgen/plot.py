@@ -28,20 +28,21 @@ def plot_run(run_dir: str | Path, output: Path) -> Path:
     if not epochs and not steps:
         raise TextgenError(f"{run.path}: nothing to plot yet (no log.csv rows)")
 
+    try:
+        smooth, epoch_curves, perplexity, ends = _series(epochs, steps)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise TextgenError(f"{run.path}: log.csv or steps.csv is damaged (a row that is not "
+                           "numbers); nothing plotted") from None
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True,
                                       gridspec_kw={"height_ratios": [2, 1]})
-    if steps:
-        top.plot([int(r["step"]) for r in steps], [float(r["smooth_loss"]) for r in steps],
-                 lw=1, color="tab:blue", label="training loss (smoothed, per step)")
-    ends = [int(r["step"]) for r in epochs]
-    for name, color, label in (("loss", "tab:orange", "training loss (epoch mean)"),
-                               ("val_loss", "tab:green", "validation loss")):
-        pts = [(int(r["step"]), float(r[name])) for r in epochs if r.get(name)]
+    if smooth:
+        top.plot(*zip(*smooth), lw=1, color="tab:blue", label="training loss (smoothed, per step)")
+    for (color, label), pts in zip((("tab:orange", "training loss (epoch mean)"),
+                                    ("tab:green", "validation loss")), epoch_curves):
         if pts:
             top.plot(*zip(*pts), marker="o", ms=3, color=color, label=label)
-    val = [(int(r["step"]), math.exp(float(r["val_loss"]))) for r in epochs if r.get("val_loss")]
-    if val:
-        bottom.plot(*zip(*val), marker="o", ms=3, color="tab:green")
+    if perplexity:
+        bottom.plot(*zip(*perplexity), marker="o", ms=3, color="tab:green")
     for ax in (top, bottom):
         for x in ends:
             ax.axvline(x, color="grey", lw=0.5, ls=":")
@@ -53,7 +54,21 @@ def plot_run(run_dir: str | Path, output: Path) -> Path:
     bottom.set_ylabel("validation perplexity")
     bottom.set_xlabel("training step")
     fig.tight_layout()
-    with runs.atomic_path(output) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    try:
+        with runs.atomic_path(output) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    except OSError as e:
+        raise runs.write_error(output, e) from None
+    finally:
+        plt.close(fig)
     return output
+
+
+def _series(epochs: list[dict], steps: list[dict]):
+    """(smoothed step loss, [epoch loss, validation loss], validation perplexity, epoch ends)
+    as (step, value) points."""
+    smooth = [(int(r["step"]), float(r["smooth_loss"])) for r in steps]
+    curves = [[(int(r["step"]), float(r[name])) for r in epochs if r.get(name)]
+              for name in ("loss", "val_loss")]
+    perplexity = [(step, math.exp(min(loss, 700.0))) for step, loss in curves[1]]
+    return smooth, curves, perplexity, [int(r["step"]) for r in epochs]

@@ -174,6 +174,16 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def read_log_upto(path: Path, key: str, last: int) -> list[dict]:
+    """The rows of a CSV log whose ``key`` column is at most ``last`` (rows past a checkpoint
+    are dropped on resume: that training is redone)."""
+    try:
+        return [r for r in read_csv(path) if int(r[key]) <= last]
+    except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError):
+        raise RunError(f"{path}: damaged log (a row without a valid {key}); restore it or "
+                       "delete it to start the log afresh") from None
+
+
 def write_csv(path: Path, fields: list[str], rows: list[dict]) -> None:
     """Write a whole CSV log atomically (None values as empty cells)."""
     buf = io.StringIO()
@@ -518,6 +528,7 @@ def summarise(path: str | Path) -> dict[str, Any]:
         "level": run.vocab.level,
         "vocab_size": len(run.vocab),
         **({"styles": ", ".join(run.styles)} if run.styles else {}),
+        **({"init_from": run.meta["init_from"]} if run.meta.get("init_from") else {}),
         "parameters": params,
         "epochs_done": f"{state.get('epochs_done', 0)} of {run.config.train.epochs}",
         "steps_done": state.get("steps_done", 0),

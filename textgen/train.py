@@ -16,22 +16,22 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import runs
 from .checkpoint import START, load_last
 from .config import Config
 from .data import Prepared, prepare
-from .errors import RunError, TextgenError
+from .errors import ConfigError, RunError, TextgenError
+from .transfer import Base, check_shape, merge_weights, record
 from .vocab import Vocab, WordVocab
 from .windows import steps_per_epoch
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before any TF import: hide C++ info banners
 
 
 class Interrupted(TextgenError):
@@ -66,13 +66,18 @@ class TrainResult:
 def train(inputs: list[str], config: Config, out: Path, *, resume: runs.Run | None = None,
           save_every: int | None = None, verbose: int | None = None,
           root: Path = runs.DEFAULT_ROOT,
-          styles: dict[str, list[str]] | None = None) -> TrainResult:
+          styles: dict[str, list[str]] | None = None,
+          init_from: Base | None = None) -> TrainResult:
     """Train a model on ``inputs`` into run folder ``out``; with ``resume`` (the run folder,
     opened), continue it.
 
     With ``styles`` ({name: inputs}) the model is conditioned on the style of its text
-    (``inputs`` is then ignored).
+    (``inputs`` is then ignored). With ``init_from`` (transfer.open_base) a new run starts
+    from that run's weights.
     """
+    from .devices import select_backend
+
+    select_backend(config.train.backend)  # before Keras is imported; refused if it was, otherwise
     stop = StopFlag()
     with _signals_to(stop):
         if config.train.tensorboard:
@@ -81,7 +86,10 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: runs.Run | No
             runs.check_new_run(out)
         else:
             runs.check_not_training(out)
-        data = prepare(inputs, config, styles=styles or None)
+        if init_from is not None:
+            check_shape(init_from, config)
+        data = prepare(inputs, config, styles=styles or None,
+                       base_vocab=_base_vocab(resume, init_from))
         if verbose != 0:
             print(data.describe(), file=sys.stderr)
         if resume is not None:
@@ -92,10 +100,10 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: runs.Run | No
             else:
                 if config.train.seed is None:
                     config = config.with_seed(random.SystemRandom().randrange(2**31))
-                _start_run(out, config, data, inputs, styles or None)
+                _start_run(out, config, data, inputs, styles or None, init_from)
             runs.point_latest(out, root)
             return _fit(config, data, out, resume=resume is not None, save_every=save_every,
-                        verbose=verbose, stop=stop)
+                        verbose=verbose, stop=stop, init_from=init_from)
 
 
 def _record_config(out: Path, config: Config, run: runs.Run) -> None:
@@ -113,7 +121,17 @@ def _check_tensorboard() -> None:
                            '"textgen[tensorboard]"') from None
 
 
-def _start_run(out: Path, config: Config, data: Prepared, inputs, styles) -> None:
+def _base_vocab(resume: runs.Run | None, init_from: Base | None):
+    """The vocabulary a run started from another keeps besides its corpus's (transfer.py)."""
+    if init_from is not None:
+        return init_from.run.vocab
+    if resume is not None and resume.meta.get("init_from"):
+        return resume.vocab
+    return None
+
+
+def _start_run(out: Path, config: Config, data: Prepared, inputs, styles,
+               init_from: Base | None = None) -> None:
     """A new run folder with its static files: config, vocabulary, corpus report, prime text."""
     runs.check_new_run(out, locked=True)  # again under the lock: another process may have won
     extra = {"corpus": _resolved(inputs if not styles else
@@ -123,6 +141,10 @@ def _start_run(out: Path, config: Config, data: Prepared, inputs, styles) -> Non
         extra["styles"] = {name: _resolved(styles[name] if styles else
                                            data.report["styles"][name]["files"])
                            for name in data.styles}
+    if init_from is not None:
+        counts = np.bincount(np.asarray(data.ids), minlength=len(data.vocab))
+        used = {t for t, n in zip(data.vocab.tokens, counts) if n}
+        extra["init_from"] = record(init_from, data.vocab, used)
     runs.write_text(out / runs.VOCAB_FILE, data.vocab.to_json() + "\n")
     runs.write_json(out / runs.CORPUS_REPORT, data.report)
     runs.write_text(out / runs.PRIME_TEXT,
@@ -135,12 +157,13 @@ def _resolved(paths) -> list[str]:
     return [p if p == "-" else str(Path(p).resolve()) for p in map(str, paths)]
 
 
-# What may change when resuming: when to stop, what to log, and which devices compute.
+# What may change when resuming: when to stop, what to log, and which devices and framework
+# compute (the checkpoint holds the same variables, in the same order, on every backend).
 # Everything else would make the resumed run differ from the run it continues (model shape,
 # data, order, optimizer).
 RESUMABLE_CHANGES = {("train", key) for key in (
     "epochs", "patience", "max_minutes", "sample_every", "sample_chars", "tensorboard",
-    "strategy", "precision")}
+    "strategy", "precision", "backend")}
 
 
 def _check_compatible(run: runs.Run, config: Config, vocab: Vocab | WordVocab,
@@ -164,43 +187,78 @@ def _check_compatible(run: runs.Run, config: Config, vocab: Vocab | WordVocab,
 
 
 
-def _set_determinism(seed: int) -> None:
-    import keras
-    import tensorflow as tf
-
-    keras.utils.set_random_seed(seed)
-    tf.config.experimental.enable_op_determinism()
-
-
 def _build_model(config: Config, vocab_size: int, n_styles: int, planned_steps: int):
     """The compiled model, its optimizer built (so a checkpoint can be loaded into it), under
-    the distribution strategy; returns (model, strategy)."""
-    from .devices import (adapt_to_strategy, cpu_layout, make_strategy, set_precision,
-                          set_threads)
+    the distribution strategy; returns (model, distribution)."""
+    from .devices import (adapt_to_strategy, cpu_layout, distribution_scope, join_workers,
+                          make_distribution, set_determinism, set_precision, set_threads)
     from .model import build_model, compile_model
 
-    set_threads()
-    _set_determinism(config.train.seed)
+    set_threads()  # TensorFlow only, before it starts
+    join_workers(config.train.strategy)  # JAX across processes, before it computes
+    set_determinism(config.train.seed)
     set_precision(config.train.precision)
-    strategy = make_strategy(config.train.strategy)
+    distribution = make_distribution(config.train.strategy)
     layout = cpu_layout(config.window.window, planned_steps, config.train.max_minutes)
-    with strategy.scope():
+    with distribution_scope(distribution):
         model = build_model(config.model, vocab_size, n_styles, **layout)
         compile_model(model, config.train)
         model.optimizer.build(model.trainable_variables)
-    adapt_to_strategy(model, strategy)
-    return model, strategy
+    adapt_to_strategy(model, distribution)
+    return model, distribution
+
+
+def _datasets(config: Config, data: Prepared, spe: int, distribution):
+    """(make(skip): the training batches from global step ``skip``, validation batches or
+    None). The same batches on every backend (tests/test_backends.py): on TensorFlow its
+    tf.data pipeline, measured faster there than a PyDataset (bench/train_speed.py); on JAX and
+    PyTorch NumPy-gathered batches through keras.utils.PyDataset (windows.py)."""
+    from .devices import backend, data_shard, shard_options
+    from .windows import TrainBatches, ValBatches, py_dataset, train_dataset, val_dataset
+
+    split, cfg, seed, epochs = data.split, config.window, config.train.seed, config.train.epochs
+    if backend() == "tensorflow":
+        shard = shard_options(distribution)
+
+        def make(skip: int):
+            ds = train_dataset(split.train, cfg, seed, epochs, spe, skip=skip,
+                               starts=split.train_starts, segments=split.train_segments)
+            return ds.with_options(shard) if shard is not None else ds
+
+        val = (val_dataset(split.val, cfg, split.val_starts, split.val_segments)
+               if len(split.val) else None)
+        return make, (val.with_options(shard) if val is not None and shard is not None else val)
+
+    index, processes, local = data_shard()
+    rows = min(cfg.batch_size, split.n_train_windows)
+    if rows % (processes * local):
+        raise ConfigError(f"a batch of {rows} windows does not split evenly over the "
+                          f"{processes * local} devices; use a --batch-size that is a multiple "
+                          f"of {processes * local}")
+
+    def make_numpy(skip: int):  # each process feeds its own rows of every global batch
+        return py_dataset(TrainBatches(split.train, cfg, seed, epochs, spe, skip=skip,
+                                       starts=split.train_starts, segments=split.train_segments,
+                                       shard=(index, processes)))
+
+    # every process scores whole validation batches, repeated once per device of its own: the
+    # mean over copies is the mean, and every batch splits evenly
+    val = (py_dataset(ValBatches(split.val, cfg, split.val_starts, split.val_segments,
+                                 copies=local)) if len(split.val) else None)
+    return make_numpy, val
 
 
 def _fit(config: Config, data: Prepared, out: Path, *, resume: bool, save_every: int | None,
-         verbose: int | None, stop: StopFlag) -> TrainResult:
-    from .devices import shard_options
-    from .model import get_named_weights
-    from .windows import train_dataset, val_dataset
+         verbose: int | None, stop: StopFlag, init_from: Base | None = None) -> TrainResult:
+    from .model import get_named_weights, set_named_weights
 
     split, epochs = data.split, config.train.epochs
     spe = steps_per_epoch(split.n_train_windows, config.window, config.train.steps_per_epoch)
-    model, strategy = _build_model(config, len(data.vocab), len(data.styles), epochs * spe)
+    model, distribution = _build_model(config, len(data.vocab), len(data.styles), epochs * spe)
+    if init_from is not None and not resume:
+        set_named_weights(model, config.model, merge_weights(
+            init_from, get_named_weights(model, config.model), data.vocab, list(data.styles),
+            config.model))
     if not resume or not (out / runs.INIT_WEIGHTS).exists():  # stopped before writing it
         runs.write_weights(out / runs.INIT_WEIGHTS, get_named_weights(model, config.model),
                            attrs=runs.identity(data.vocab, list(data.styles)))
@@ -213,22 +271,15 @@ def _fit(config: Config, data: Prepared, out: Path, *, resume: bool, save_every:
                   "val_loss" if has_val else "loss").write()
         return TrainResult(out, start.epoch, start.step, _finite(start.best))
 
-    shard = shard_options(strategy)
-    val = None
-    if has_val:
-        val = val_dataset(split.val, config.window, split.val_starts, split.val_segments)
-        val = val.with_options(shard) if shard is not None else val
+    train_batches, val = _datasets(config, data, spe, distribution)
     callbacks, progress = _callbacks(config, data, out, start, spe, save_every, stop, has_val)
     if stop.signum:  # signalled while starting up: nothing new to save
         raise Interrupted(stop.signum, out, start.step if start is not START else None)
     with contextlib.redirect_stdout(sys.stderr):
         for initial_epoch, end_epoch, steps, skip in _phases(start, spe, epochs):
-            ds = train_dataset(split.train, config.window, config.train.seed, epochs, spe,
-                               skip=skip, starts=split.train_starts,
-                               segments=split.train_segments)
-            model.fit(ds.with_options(shard) if shard is not None else ds,
-                      epochs=end_epoch, initial_epoch=initial_epoch, steps_per_epoch=steps,
-                      validation_data=val, callbacks=callbacks, shuffle=False,
+            model.fit(train_batches(skip), epochs=end_epoch, initial_epoch=initial_epoch,
+                      steps_per_epoch=steps, validation_data=val, callbacks=callbacks,
+                      shuffle=False,
                       verbose=(1 if sys.stderr.isatty() else 2) if verbose is None else verbose)
             if model.stop_training or stop.signum:
                 break

@@ -1,9 +1,8 @@
-"""Integer ids -> tf.data pipelines of (x, y) training windows.
+"""Integer ids -> batches of (x, y) training windows, for every Keras backend.
 
-The only module that builds tf.data pipelines. A window starting at ``s`` is
-``x = ids[s : s + window]`` and ``y = ids[s + 1 : s + window + 1]``: every position is a target.
-Windows are gathered from the id array inside the graph, batch by batch; nothing of size
-``windows x window`` (let alone one-hot) is ever materialised.
+A window starting at ``s`` is ``x = ids[s : s + window]`` and ``y = ids[s + 1 : s + window + 1]``:
+every position is a target. Windows are gathered from the id array batch by batch; nothing of
+size ``windows x window`` (let alone one-hot) is ever materialised.
 
 The validation split is the last ``val_split`` of the ids; training windows only use ids before
 it, so no training target is ever a validation character.
@@ -13,7 +12,11 @@ order of the stateless permutation ``index_shuffle(seed=(seed, e))``, computed b
 A run resumed at global step ``k`` skips the first ``k`` (epoch, batch) pairs (no data is
 touched) and sees exactly the batches it would have seen.
 
-Pipelines use fixed, small settings and tf.data's autotuning is switched off (``finish``):
+Two pipelines give the same batches (tests/test_backends.py compares them): ``TrainBatches`` /
+``ValBatches`` gather with NumPy and feed every backend through ``keras.utils.PyDataset``
+(``index_shuffle`` is TensorFlow's permutation re-implemented bit for bit), and
+``train_dataset`` / ``val_dataset`` build tf.data pipelines, which train.py uses on TensorFlow
+only. Those use fixed, small settings with tf.data's autotuning switched off (``finish``):
 gathering a batch takes well under a millisecond against a training step of tens, and on a
 2-core machine the autotuner's threads cut training throughput to half or less in some ``fit``
 calls (bench/train_speed.py measures both).
@@ -21,6 +24,7 @@ calls (bench/train_speed.py measures both).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -137,6 +141,170 @@ def steps_per_epoch(n_windows: int, cfg: WindowConfig, cap: int | None) -> int:
     steps = math.ceil(n_windows / cfg.batch_size)
     return min(steps, cap) if cap else steps
 
+
+# ----------------------------------------------------------------------------- NumPy batches
+
+SHUFFLE_KEY = 498247692  # the first key word TensorFlow's index_shuffle pads the seed with
+SHUFFLE_ROUNDS = 4  # TensorFlow's choice for index_shuffle
+
+
+def index_shuffle(index: np.ndarray, seed: int, epoch: int, max_index: int) -> np.ndarray:
+    """Positions of ``index`` in the permutation of [0, max_index] that TensorFlow's
+    ``tf.random.experimental.index_shuffle(index, seed=(seed, epoch), max_index)`` computes, bit
+    for bit (tensorflow/core/kernels/random_index_shuffle.cc): a Simon-like Feistel cipher of 4
+    rounds over the smallest even number of bits (at least 16) that ``ceil(log2(max_index))``
+    gives, cycle-walked until the result is at most ``max_index``."""
+    index = np.asarray(index, dtype=np.uint64)
+    if max_index == 0:
+        return np.zeros(index.shape, np.int64)
+    bits = math.ceil(math.log2(max_index))
+    w = max(bits + bits % 2, 16) // 2  # word size: half the block
+    mask, width = np.uint64((1 << w) - 1), np.uint64(w)
+    keys = _round_keys(w, seed, epoch)
+    table = _feistel_table(w) if w <= TABLE_BITS else None
+
+    def f(x):
+        return table[x] if table is not None else _feistel(x, w)
+
+    def encrypt(v):
+        left, right = (v >> width) & mask, v & mask
+        for i in range(0, SHUFFLE_ROUNDS, 2):
+            left = left ^ f(right) ^ keys[i]
+            right = right ^ f(left) ^ keys[i + 1]
+        return (left << width) | right
+
+    out = encrypt(index)
+    walk = out > np.uint64(max_index)
+    while walk.any():  # cycle-walking: re-encrypt what falls outside [0, max_index]
+        out[walk] = encrypt(out[walk])
+        walk = out > np.uint64(max_index)
+    return out.astype(np.int64)
+
+
+TABLE_BITS = 16  # words up to this size (corpora up to 2^32 windows) look F up in a table
+
+
+def _rot(x, r: int, w: int, left: bool = True):
+    """Rotate the ``w``-bit words ``x`` by ``r`` bits."""
+    mask, r = np.uint64((1 << w) - 1), r if left else w - r
+    return ((x << np.uint64(r)) & mask) | (x >> np.uint64(w - r))
+
+
+def _feistel(x, w: int):
+    """Simon's round function on ``w``-bit words: (x <<< 1 & x <<< 8) ^ x <<< 2."""
+    return (_rot(x, 1, w) & _rot(x, 8, w)) ^ _rot(x, 2, w)
+
+
+@functools.lru_cache(maxsize=4)
+def _feistel_table(w: int) -> np.ndarray:
+    return _feistel(np.arange(1 << w, dtype=np.uint64), w)
+
+
+def _round_keys(w: int, seed: int, epoch: int) -> list:
+    """Simon's key schedule from the key words (SHUFFLE_KEY, seed, epoch), cut to ``w`` bits."""
+    mask = (1 << w) - 1
+    keys = [np.uint64(k & 0xFFFFFFFF & mask) for k in (SHUFFLE_KEY, seed, epoch)]
+    z = 0x7369F885192C0EF5 & mask
+    for i in range(3, SHUFFLE_ROUNDS):
+        keys.append(np.uint64(0xFFFFFFFC & mask) ^ np.uint64(z & 1) ^ keys[i - 3]
+                    ^ _rot(keys[i - 1], 3, w, left=False) ^ _rot(keys[i - 1], 4, w, left=False))
+        z >>= 1
+    return keys
+
+
+def _gather_np(ids: np.ndarray, starts: np.ndarray, window: int, segments=None):
+    """NumPy twin of ``_gather``: (x, y), or ((x, style), y) with style segments."""
+    positions = starts.astype(np.int64)[:, None] + np.arange(window + 1, dtype=np.int64)
+    seq = ids[positions].astype(np.int32)
+    x, y = seq[:, :-1], seq[:, 1:]
+    if segments is None:
+        return x, y
+    style = (np.searchsorted(segments, starts, side="right") - 1).astype(np.int32)
+    return (x, np.broadcast_to(style[:, None], x.shape).copy()), y
+
+
+class TrainBatches:
+    """The batches of ``train_dataset``, gathered with NumPy: item ``i`` is global batch
+    ``skip + i`` of ``epochs`` epochs of ``steps`` batches (the same arguments, the same
+    batches). ``shard=(k, n)``: only the k-th of n equal parts of every batch's rows (each of n
+    processes feeds its own part of the global batch)."""
+
+    def __init__(self, ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int, steps: int,
+                 skip: int = 0, starts: np.ndarray | None = None,
+                 segments: np.ndarray | None = None, full_batches: bool = True,
+                 shard: tuple[int, int] = (0, 1)):
+        self.ids, self.cfg, self.seed, self.skip = ids, cfg, seed, skip
+        self.starts, self.segments, self.full_batches = starts, segments, full_batches
+        self.n = (len(range(0, max(len(ids) - cfg.window, 0), cfg.step)) if starts is None
+                  else len(starts))
+        self.per_epoch = min(steps, -(-self.n // cfg.batch_size))
+        self.length = max(epochs * self.per_epoch - skip, 0)
+        rows = min(cfg.batch_size, self.n)
+        k, parts = shard
+        if rows % parts:
+            raise ValueError(f"a batch of {rows} windows does not split into {parts} equal parts")
+        self.rows = slice(k * rows // parts, (k + 1) * rows // parts)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < self.length:
+            raise IndexError(i)
+        epoch, b = divmod(self.skip + i, self.per_epoch)
+        batch, first = self.cfg.batch_size, b * self.cfg.batch_size
+        if self.full_batches:  # an epoch's last batch wraps round to the epoch's first windows
+            index = (first + np.arange(min(batch, self.n), dtype=np.int64)) % self.n
+        else:
+            index = np.arange(first, min(first + batch, self.n), dtype=np.int64)
+        order = index_shuffle(index[self.rows], self.seed, epoch, self.n - 1)
+        starts = order * self.cfg.step if self.starts is None else self.starts[order]
+        return _gather_np(self.ids, starts, self.cfg.window, self.segments)
+
+
+class ValBatches:
+    """The batches of ``val_dataset``, gathered with NumPy. ``copies``: every batch's rows
+    repeated that many times, so that any batch splits evenly over that many devices; each
+    batch's mean loss, and its weight in the epoch's (its rows), scale alike, so the
+    validation loss is the same."""
+
+    def __init__(self, ids: np.ndarray, cfg: WindowConfig, starts: np.ndarray | None = None,
+                 segments: np.ndarray | None = None, copies: int = 1):
+        self.ids, self.cfg, self.segments, self.copies = ids, cfg, segments, copies
+        self.starts = window_starts(len(ids), cfg.window, cfg.window) if starts is None else starts
+
+    def __len__(self) -> int:
+        return -(-len(self.starts) // self.cfg.batch_size)
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        size = self.cfg.batch_size
+        starts = np.tile(self.starts[i * size:(i + 1) * size], self.copies)
+        return _gather_np(self.ids, starts, self.cfg.window, self.segments)
+
+
+def py_dataset(batches):
+    """``batches`` (``TrainBatches``/``ValBatches``) as a ``keras.utils.PyDataset``, which
+    ``fit`` reads on every backend, in order, in the training process (one worker: gathering
+    a batch costs far less than a step)."""
+    import keras
+
+    class Batches(keras.utils.PyDataset):
+        def __init__(self):
+            super().__init__(workers=1, use_multiprocessing=False)
+
+        @property
+        def num_batches(self):
+            return len(batches)
+
+        def __getitem__(self, i):
+            return batches[i]
+
+    return Batches()
+
+
+# ----------------------------------------------------------------------------- tf.data
 
 def _gather(ids_v, starts, window: int, segments=None):
     """Windows at ``starts``: (x, y), or ((x, style), y) with style segments (style ids repeated

@@ -26,6 +26,8 @@ Environment:
                        TEXTGEN_SYNC_EVERY seconds while training (default 600)
   TEXTGEN_SYNC_CMD     the copy command, given RUN/ and the destination (default: rsync -a)
   TEXTGEN_MAX_RETRIES  crashes in a row before giving up (default 5)
+  TEXTGEN_BACKEND      the Keras backend, passed as --backend unless the arguments give one
+                       (default: what scripts/cloud/setup.sh wrote to .venv/textgen-backend)
 
 Example:
   TEXTGEN_SYNC_DEST=me@laptop:runs/ scripts/cloud/train.sh corpora/tinyshakespeare.txt \
@@ -56,6 +58,10 @@ read -r -a sync_cmd <<<"${TEXTGEN_SYNC_CMD:-rsync -a}"
 sync_dest="${TEXTGEN_SYNC_DEST:-}"
 sync_every="${TEXTGEN_SYNC_EVERY:-600}"
 max_retries="${TEXTGEN_MAX_RETRIES:-5}"
+backend="${TEXTGEN_BACKEND:-}"
+if [[ -z "$backend" && -f .venv/textgen-backend ]]; then
+  backend="$(<.venv/textgen-backend)"
+fi
 
 say() { printf 'train.sh: %s\n' "$*" >&2; }
 
@@ -74,6 +80,9 @@ attempt_cmd() {
     cmd+=(--resume)
   fi
   cmd+=("$@")
+  if [[ -n "$backend" && " $* " != *" --backend "* ]]; then
+    cmd+=(--backend "$backend")
+  fi
   printf '%s\0' "${cmd[@]}"
 }
 
