@@ -7,7 +7,8 @@ training at equal wall-clock budgets.
 A base run trains on tinyshakespeare (default config) for ``--base-minutes``. Then, for each
 target corpus (the bundled sonnets, 98 KB, like the base; corpora/pydocs.txt, 300 KB of Python
 docstrings, unlike it) and each budget, two runs train with ``--max-minutes M``: one from
-scratch, one ``--init-from`` the base; ``textgen evaluate`` scores each on its corpus's
+scratch, one ``--init-from`` the base (both with the default config and epochs of 100 steps,
+so that the budget and the best weights are checked often); ``textgen evaluate`` scores each on its corpus's
 validation split (the last 10%, held out). Prints a Markdown table (nats/char) and a 200-char
 sample of each run at temperature 0.5. Runs are sequential; the machine should be quiet.
 """
@@ -37,8 +38,9 @@ def textgen(*args, cwd) -> str:
 def run_and_score(corpus: Path, out: Path, minutes: float, seed: int, tmp: str,
                   base: Path | None) -> dict:
     extra = ["--init-from", base] if base else []
+    # Short epochs (100 steps), so the time budget and the best weights are checked often.
     textgen("train", corpus, "--out", out, "--max-minutes", minutes, "--epochs", 1000,
-            "--seed", seed, "--sample-every", 0, *extra, cwd=tmp)
+            "--steps-per-epoch", 100, "--seed", seed, "--sample-every", 0, *extra, cwd=tmp)
     state = json.loads((out / "state.json").read_text())
     models = {m["model"]: m["nats_per_char"]
               for m in json.loads(textgen("evaluate", out, "--json", cwd=tmp))["models"]}

@@ -80,4 +80,4 @@ def test_cli_too_short_corpus(tmp_path):
 
 def test_unknown_encoding_is_a_config_error(tiny_corpus, tmp_path):
     result = invoke(["train", tiny_corpus, "--encoding", "klingon-8", "--out", tmp_path / "r"])
-    assert result.exit_code == 1 and "unknown encoding 'klingon-8'" in result.output
+    assert result.exit_code == 2 and "unknown encoding 'klingon-8'" in result.output  # a flag

@@ -23,9 +23,10 @@ from .conftest import TINY_TEXT, invoke
 TEN_GB = 10 * 2**30
 
 
-def one_line_error(result, *words):
-    """The CLI failed with exit 1 and one ``Error:`` line naming every word, no traceback."""
-    assert result.exit_code == 1, result.output
+def one_line_error(result, *words, code=1):
+    """The CLI failed with exit ``code`` (1; 2 for a bad flag value) and one ``Error:`` line
+    naming every word, no traceback."""
+    assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "Traceback" not in result.output
@@ -189,7 +190,8 @@ def test_utf7_lone_surrogate_is_refused(tmp_path):
 def test_codec_that_is_not_a_text_encoding_is_refused(tmp_path, tiny_corpus, codec):
     with pytest.raises(ConfigError, match=f"clean.encoding: '{codec}' is not a text encoding"):
         CleanConfig(encoding=codec).validate()
-    one_line_error(invoke(["clean", tiny_corpus, "--encoding", codec]), "not a text encoding")
+    one_line_error(invoke(["clean", tiny_corpus, "--encoding", codec]), "not a text encoding",
+                   code=2)
     toml = tmp_path / "c.toml"
     toml.write_text(f'[clean]\nencoding = "{codec}"\n')
     one_line_error(invoke(["clean", tiny_corpus, "--config", toml]), codec, "not a text encoding")
@@ -205,7 +207,7 @@ def test_glob_outside_the_directory_is_refused(tmp_path, glob):
     with pytest.raises(ConfigError, match="must be a pattern relative to the directory"):
         CleanConfig(glob=glob).validate()
     result = invoke(["clean", inner, "--glob", glob])
-    one_line_error(result, "clean.glob", repr(glob))
+    one_line_error(result, "clean.glob", repr(glob), code=2)
     assert "outside" not in result.stdout
 
 

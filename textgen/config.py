@@ -287,7 +287,20 @@ def merge(base: Config, overrides: dict[str, Any], source: str) -> Config:
     try:
         return Config(**sections).validate()
     except ConfigError as e:  # say where the value came from
-        raise ConfigError(f"{source}: {e}") from None
+        raise error_from(source)(f"{source}: {e}") from None
+
+
+FLAGS_SOURCE = "command line"
+
+
+class FlagError(ConfigError):
+    """A command-line value that no setting accepts: a usage error (exit 2, as Click's own)."""
+
+    exit_code = 2
+
+
+def error_from(source: str) -> type[ConfigError]:
+    return FlagError if source == FLAGS_SOURCE else ConfigError
 
 
 def _coerce(where: str, value: Any, annotation: str) -> Any:
@@ -372,4 +385,4 @@ def resolve(config_path: str | Path | None, flags: dict[str, dict[str, Any]],
     config = base or Config()
     if config_path is not None:
         config = merge(config, load_toml(config_path), str(config_path))
-    return merge(config, flags, "command line")
+    return merge(config, flags, FLAGS_SOURCE)
