@@ -75,7 +75,7 @@ def test_cli_too_short_corpus(tmp_path):
     short.write_text("just a few words here")
     result = invoke(["train", short, "--out", tmp_path / "run", "--window", "40"])
     assert result.exit_code == 1
-    assert "too short for --window 40" in result.output
+    assert "too short for a window of 40" in result.output
 
 
 def test_unknown_encoding_is_a_config_error(tiny_corpus, tmp_path):

@@ -95,7 +95,7 @@ def test_validation_is_the_tail_and_never_overlaps_training():
 
 def test_too_short_corpus_is_a_clear_error():
     cfg = WindowConfig(window=40, val_split=0.1)
-    with pytest.raises(CorpusError, match="too short for --window 40"):
+    with pytest.raises(CorpusError, match="too short for a window of 40"):
         split_ids(np.zeros(300, np.uint8), cfg, source="small.txt")
     with pytest.raises(CorpusError, match="fewer than one window"):
         split_ids(np.zeros(30, np.uint8), WindowConfig(window=40, val_split=0.0))

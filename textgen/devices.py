@@ -163,9 +163,9 @@ def join_workers(name: str) -> None:
     if name != "multiworker" or backend() != "jax":
         return
     if "KERAS_DISTRIBUTION_JOB_ADDRESSES" not in os.environ:
-        raise ConfigError("--strategy multiworker on JAX needs KERAS_DISTRIBUTION_JOB_ADDRESSES "
-                          "(and _NUM_PROCESSES, _PROCESS_ID; see the README: Training on a GPU "
-                          "cloud instance)")
+        raise ConfigError("training across processes on JAX needs KERAS_DISTRIBUTION_JOB_"
+                          "ADDRESSES (and _NUM_PROCESSES, _PROCESS_ID; see the README: Training "
+                          "on a GPU cloud instance)", cli_hint="--strategy multiworker")
     keras = load_keras()
     keras.distribution.initialize()
 
@@ -175,9 +175,9 @@ def make_distribution(name: str):
     (JAX; None on one device), or None (PyTorch)."""
     current = backend()
     if name not in STRATEGIES_ON[current]:
-        raise ConfigError(f"--strategy {name} is not available on the {current} backend "
+        raise ConfigError(f"strategy {name!r} is not available on the {current} backend "
                           f"(choose {' or '.join(STRATEGIES_ON[current])}): Keras's PyTorch "
-                          "trainer fits on one device")
+                          "trainer fits on one device", cli_hint="--strategy")
     if current == "tensorflow":
         return _tf_strategy(name)
     if current == "torch":
@@ -204,8 +204,9 @@ def _tf_strategy(name: str):
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if "TF_CONFIG" not in os.environ:
-        raise ConfigError("--strategy multiworker needs the TF_CONFIG environment variable "
-                          "(see the README: Training on a GPU cloud instance)")
+        raise ConfigError("training across machines on TensorFlow needs the TF_CONFIG "
+                          "environment variable (see the README: Training on a GPU cloud "
+                          "instance)", cli_hint="--strategy multiworker")
     try:
         json.loads(os.environ["TF_CONFIG"])
     except ValueError:
@@ -294,8 +295,9 @@ def set_precision(precision: str) -> None:
         keras.config.set_dtype_policy("float32")
         return
     if not gpus():
-        raise ConfigError(f"--precision {precision} needs a GPU; on a CPU it is slower than "
-                          "float32, so textgen refuses it (drop --precision)")
+        raise ConfigError(f"precision {precision} needs a GPU; on a CPU it is slower than "
+                          "float32, so textgen refuses it; train in float32",
+                          cli_hint="drop --precision")
     keras.config.set_dtype_policy(precision)
 
 

@@ -92,16 +92,16 @@ def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus",
         if n_val < need:
             minimum = math.ceil(need / cfg.val_split) + need
             raise CorpusError(
-                f"{source}: {len(ids)} characters is too short for --window {cfg.window} with "
-                f"--val-split {cfg.val_split} (needs about {minimum}); use a longer corpus, a "
-                "smaller --window or a larger --val-split"
-            )
+                f"{source}: {len(ids)} characters is too short for a window of {cfg.window} "
+                f"with a validation split of {cfg.val_split} (needs about {minimum}); use a "
+                "longer corpus, a smaller window or a larger validation split",
+                cli_hint="--window, --val-split")
     train = ids[: len(ids) - n_val]
     if len(train) < need:
         raise CorpusError(
             f"{source}: {len(ids)} characters leaves {len(train)} for training, fewer than one "
-            f"window of {cfg.window} + 1; use a longer corpus or a smaller --window"
-        )
+            f"window of {cfg.window} + 1; use a longer corpus or a smaller window",
+            cli_hint="--window")
     n_train = len(train)
     if bounds is None:
         train_starts, n_windows = None, len(range(0, max(n_train - cfg.window, 0), cfg.step))
@@ -110,9 +110,9 @@ def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus",
         n_windows = len(train_starts)
     val_starts = window_starts(n_val, cfg.window, cfg.window, bounds, n_train)
     if n_windows == 0:
-        raise CorpusError(f"{source}: no training document is longer than --window "
-                          f"{cfg.window}; use a smaller --window or allow windows across "
-                          "documents")
+        raise CorpusError(f"{source}: no training document is longer than the window of "
+                          f"{cfg.window}; use a smaller window or allow windows across "
+                          "documents", cli_hint="--window, --cross-docs")
     if n_val and len(val_starts) == 0:
         raise CorpusError(f"{source}: the validation split holds no document longer than "
                           f"--window {cfg.window}; use a larger --val-split or smaller --window")
