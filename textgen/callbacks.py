@@ -141,7 +141,7 @@ class StepLoss(_RunCallback):
     def __init__(self, progress: Progress, out: Path, smooth: float):
         super().__init__(progress)
         self.path, self.smooth = out / runs.STEPS_FILE, smooth
-        self.rows = runs.read_log_upto(self.path, "step", progress.step)
+        self.rows, _ = runs.read_log_upto(self.path, "step", progress.step)
         self._seen = (0.0, 0.0)  # the loss mean's (total, count) after the last batch
 
     def _totals(self) -> tuple[float, float]:
@@ -193,9 +193,8 @@ class EpochLog(_RunCallback):
     def __init__(self, progress: Progress, out: Path):
         super().__init__(progress)
         self.path = out / runs.LOG_FILE
-        rows = runs.read_csv(self.path)
-        self.rows = runs.read_log_upto(self.path, "epoch", progress.epoch)
-        if len(self.rows) != len(rows):
+        self.rows, dropped = runs.read_log_upto(self.path, "epoch", progress.epoch)
+        if dropped:
             runs.write_csv(self.path, runs.LOG_FIELDS, self.rows)
 
     def on_epoch_end(self, epoch, logs=None):

@@ -174,11 +174,13 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def read_log_upto(path: Path, key: str, last: int) -> list[dict]:
-    """The rows of a CSV log whose ``key`` column is at most ``last`` (rows past a checkpoint
-    are dropped on resume: that training is redone)."""
+def read_log_upto(path: Path, key: str, last: int) -> tuple[list[dict], int]:
+    """(The rows of a CSV log whose ``key`` column is at most ``last``, how many rows came
+    after them): rows past a checkpoint are dropped on resume, that training is redone."""
     try:
-        return [r for r in read_csv(path) if int(r[key]) <= last]
+        rows = read_csv(path)
+        kept = [r for r in rows if int(r[key]) <= last]
+        return kept, len(rows) - len(kept)
     except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError):
         raise RunError(f"{path}: damaged log (a row without a valid {key}); restore it or "
                        "delete it to start the log afresh") from None
@@ -342,6 +344,17 @@ class Run:
     def state(self) -> dict[str, Any]:
         p = self.file(STATE_FILE)
         return read_json(p) if p.exists() else {}
+
+
+def weights_digest(named: dict[str, np.ndarray]) -> str:
+    """A short content hash of named tensors (names and values), e.g. to tell weights apart."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(named):
+        digest.update(name.encode())
+        digest.update(np.ascontiguousarray(named[name]).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def identity(vocab: Vocab | WordVocab, styles: list[str]) -> dict[str, str]:

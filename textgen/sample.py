@@ -13,7 +13,6 @@ probability reaches P (both applied after temperature). Draws come from one
 
 from __future__ import annotations
 
-import hashlib
 import math
 import secrets
 from dataclasses import dataclass
@@ -171,11 +170,7 @@ class Generator:
         if self.network.vocab_size != len(self.vocab):
             raise RunError(f"{path}: weights are for {self.network.vocab_size} characters, "
                            f"vocab.json has {len(self.vocab)}")
-        digest = hashlib.sha256()
-        for name in sorted(named):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(named[name]).tobytes())
-        self.weights_hash = digest.hexdigest()[:16]
+        self.weights_hash = runs.weights_digest(named)
 
     def default_prime(self) -> str:
         return default_prime(self.vocab)

@@ -11,7 +11,6 @@ matched by name the same way. All recurrent weights are the base's. The optimize
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,11 +33,7 @@ class Base:
 
     @property
     def weights_hash(self) -> str:
-        digest = hashlib.sha256()
-        for name in sorted(self.named):
-            digest.update(name.encode())
-            digest.update(np.ascontiguousarray(self.named[name]).tobytes())
-        return digest.hexdigest()[:16]
+        return runs.weights_digest(self.named)
 
 
 def open_base(path: str | Path) -> Base:
