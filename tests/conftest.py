@@ -36,6 +36,15 @@ def _private_cache(tmp_path_factory):
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _jax_compilation_cache(tmp_path_factory):
+    """Child processes on JAX (the backend matrix) compile the same tiny models again and
+    again: they share JAX's persistent compilation cache, kept for this session only. The
+    cached executable is the one XLA compiled, so results are the same bit for bit."""
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax-cache"))
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _own_working_directory(tmp_path_factory):
     """Tests run in a folder of their own (session-wide, so module fixtures too): the
     developer's checkpoints/latest, or anything written relative to the working directory, is
@@ -76,11 +85,17 @@ def run_copy(trained_run, tmp_path) -> Path:
     return Path(shutil.copytree(trained_run, tmp_path / "run"))
 
 
-# The heaviest modules first (measured with --durations), so that with pytest-xdist
-# (`-n auto --dist loadscope`, the README's command: a module stays on one worker, its module
-# fixtures made once) the two cores finish together instead of one idling at the end.
-HEAVY_FIRST = ["test_backends", "test_export", "test_train", "test_hostile", "test_cloud",
-               "test_reliability", "test_styles", "test_quality"]
+# The heaviest modules first (test time summed per module with --durations=0 on 2 cores), so
+# that with pytest-xdist (`-n auto --dist loadscope`, the README's command: a module stays on one
+# worker, its module fixtures made once) the two cores finish together instead of one idling
+# at the end. xdist would otherwise order modules by their number of tests (pytest_configure).
+HEAVY_FIRST = ["test_backends", "test_train", "test_hostile", "test_export", "test_cloud",
+               "test_reliability", "test_model", "test_styles", "test_quality", "test_sample"]
+
+
+def pytest_configure(config):
+    if hasattr(config.option, "loadscopereorder"):  # pytest-xdist: keep HEAVY_FIRST's order
+        config.option.loadscopereorder = False
 
 
 def pytest_collection_modifyitems(items):

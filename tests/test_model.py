@@ -46,6 +46,8 @@ def test_cpu_layout_rule(monkeypatch):
     assert devices.cpu_layout(40, 10**6, max_minutes=9) == {"chains": 2, "window": None}
     assert devices.cpu_layout(40, 10**6, max_minutes=10) == {"chains": 2, "window": 40}
     assert devices.cpu_layout(201, 10**9) == {"chains": 2, "window": None}  # too long to unroll
+    assert devices.cpu_layout(5, 500) == {"chains": 2, "window": 5}
+    assert devices.cpu_layout(5, 499) == {}  # too short to repay the chains' graph
     monkeypatch.setattr(devices.os, "cpu_count", lambda: 16)
     assert devices.cpu_layout(40, 10**6) == {}  # not measured on larger machines
     monkeypatch.setattr(devices.os, "cpu_count", lambda: 2)

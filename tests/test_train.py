@@ -95,6 +95,25 @@ def test_resume_at_epoch_boundary_is_exact(baseline, tmp_path):
     _assert_same_final_state(full, out)
 
 
+def test_resume_in_the_cpu_layout_is_exact(tiny_corpus, tmp_path, monkeypatch):
+    """Runs of 500 planned steps or more train in the CPU layout (one chain per core on a small
+    CPU-only machine); the tests' runs are shorter, so here it is asked for at any length."""
+    from textgen import devices
+
+    monkeypatch.setattr(devices, "CHAINS_MIN_STEPS", 0)
+    monkeypatch.setattr(devices, "_small_cpu", lambda cores=None: 2)
+    layouts, rule = [], devices.cpu_layout
+    monkeypatch.setattr(devices, "cpu_layout", lambda *a, **k: layouts.append(rule(*a, **k))
+                        or layouts[-1])
+    full, out = tmp_path / "full", tmp_path / "run"
+    assert invoke(["train", tiny_corpus, "--out", full, *RESUME_FLAGS]).exit_code == 0
+    assert invoke(["train", tiny_corpus, "--out", out, *RESUME_FLAGS, "--epochs", "1"]).exit_code == 0
+    result = invoke(["train", tiny_corpus, "--out", out, "--resume", "--epochs", "3"])
+    assert result.exit_code == 0, result.output
+    assert layouts == [{"chains": 2, "window": None}] * 3
+    _assert_same_final_state(full, out)
+
+
 def test_resume_refuses_changed_setup(baseline, tmp_path):
     corpus, full = baseline
     result = invoke(["train", corpus, "--out", full, "--resume", "--units", "9",

@@ -268,21 +268,25 @@ def set_threads(cores: int | None = None) -> tuple[int, int] | None:
 
 
 UNROLL_MAX = 200  # the longest window whose recurrent loop is unrolled (the graph grows with it)
+CHAINS_MIN_STEPS = 500  # the shortest planned run that gets the chains (their graph costs ~1 s)
 
 
 def cpu_layout(window: int, steps: int, max_minutes: float | None = None) -> dict:
     """``build_model``'s ``chains``/``window`` for training with TensorFlow on a CPU-only
     machine of at most ``SMALL_CPU`` cores; empty elsewhere (on a GPU the recurrent layers must
-    stay eligible for cuDNN; the chains are TensorFlow ops). One recurrent chain per core,
-    always. The loop is unrolled only for a run long enough to repay building the unrolled
-    graph: measured here, unrolling costs about 0.25-0.35 s per window position once (10-15 s
-    at window 40, 35 s at 100) and saves 10-16% per step, so it must train for about 3 s x
-    window to break even; textgen asks for several times that: at least 50 x window planned
-    steps and, with --max-minutes, at least window / 4 minutes."""
+    stay eligible for cuDNN; the chains are TensorFlow ops). One recurrent chain per core for a
+    run of at least ``CHAINS_MIN_STEPS`` planned steps: the chains save about a tenth of each
+    step's time and cost about 1 s more graph building (measured: a 6-step run of a tiny model
+    took 2.45 s with them, 1.47 s without), so a shorter run (a smoke test, a quick look at a
+    corpus) starts sooner without them. The loop is unrolled only for a run long enough to
+    repay building the unrolled graph: measured here, unrolling costs about 0.25-0.35 s per
+    window position once (10-15 s at window 40, 35 s at 100) and saves 10-16% per step, so it
+    must train for about 3 s x window to break even; textgen asks for several times that: at
+    least 50 x window planned steps and, with --max-minutes, at least window / 4 minutes."""
     if backend() != "tensorflow":
         return {}
     cores = _small_cpu()
-    if cores is None:
+    if cores is None or steps < CHAINS_MIN_STEPS:
         return {}
     unroll = (window <= UNROLL_MAX and steps >= 50 * window
               and (max_minutes is None or max_minutes >= window / 4))
