@@ -1,13 +1,14 @@
 """Is TensorFlow's speed bimodal across process starts? Train the default config in N fresh
 processes and report each one's steady training speed.
 
-    python bench/fast_mode.py                # 10 starts, about 7 minutes
+    python bench/fast_mode.py                # 10 starts, about 10 minutes
     python bench/fast_mode.py --starts 4 --steps 100
 
 Each start is a fresh ``textgen train corpora/tinyshakespeare.txt`` (default config: 2 x LSTM
-128, batch 128 x 40, textgen's CPU layout) of two epochs of ``--steps`` steps with validation
-off; the second epoch's time (log.csv's ``seconds``, minus the first epoch's, so graph building
-is left out) gives the targets/s of that process. Prints every start and the sorted list.
+128, batch 128 x 40, textgen's CPU layout) of epochs of ``--steps`` steps with validation off,
+enough of them to plan the 500 steps that get the CPU layout's chains; the second epoch's time
+(log.csv's ``seconds``, minus the first epoch's, so graph building is left out) gives the
+targets/s of that process. Prints every start and the sorted list.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from textgen.devices import CHAINS_MIN_STEPS  # noqa: E402 (imports no framework)
 
 
 def one_start(tmp: Path, i: int, steps: int, env: dict) -> float:
     out = tmp / f"run-{i}"
+    epochs = max(2, -(-CHAINS_MIN_STEPS // steps))
     subprocess.run([sys.executable, "-m", "textgen", "train",
-                    ROOT / "corpora" / "tinyshakespeare.txt", "--out", out, "--epochs", "2",
+                    ROOT / "corpora" / "tinyshakespeare.txt", "--out", out, "--epochs", str(epochs),
                     "--steps-per-epoch", str(steps), "--val-split", "0", "--sample-every", "0",
                     "--seed", str(i)], cwd=tmp, env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
