@@ -103,11 +103,16 @@ def test_resume_in_the_cpu_layout_is_exact(tiny_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(devices, "CHAINS_MIN_STEPS", 0)
     monkeypatch.setattr(devices, "_small_cpu", lambda cores=None: 2)
     layouts, rule = [], devices.cpu_layout
-    monkeypatch.setattr(devices, "cpu_layout", lambda *a, **k: layouts.append(rule(*a, **k))
-                        or layouts[-1])
+
+    def recorded(*args, **kwargs):
+        layouts.append(rule(*args, **kwargs))
+        return layouts[-1]
+
+    monkeypatch.setattr(devices, "cpu_layout", recorded)
     full, out = tmp_path / "full", tmp_path / "run"
     assert invoke(["train", tiny_corpus, "--out", full, *RESUME_FLAGS]).exit_code == 0
-    assert invoke(["train", tiny_corpus, "--out", out, *RESUME_FLAGS, "--epochs", "1"]).exit_code == 0
+    first = invoke(["train", tiny_corpus, "--out", out, *RESUME_FLAGS, "--epochs", "1"])
+    assert first.exit_code == 0, first.output
     result = invoke(["train", tiny_corpus, "--out", out, "--resume", "--epochs", "3"])
     assert result.exit_code == 0, result.output
     assert layouts == [{"chains": 2, "window": None}] * 3
