@@ -8,8 +8,9 @@ For each budget: ``textgen train corpora/tinyshakespeare.txt --config configs/be
 --max-minutes M`` (training stops at the last epoch end that fits in M minutes of training
 time), then ``textgen evaluate`` on the run's validation split, the last 10% of the file,
 beside the 6-gram Kneser-Ney baseline fitted on the other 90%. ``--corpus`` takes a bundled
-corpus's name (corpora/NAME.txt) or a path; ``--config`` another config file. Prints a Markdown table and
-saves each run's loss plot as bench/results/quality-<M>min.png when matplotlib is installed.
+corpus's name (corpora/NAME.txt) or a path; ``--config`` another config file. Prints a
+Markdown table and saves each run's loss plot as bench/results/quality-<M>min.png
+(quality-<corpus>-<M>min.png for another corpus) when matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -61,8 +62,8 @@ def main() -> None:
             result = json.loads(textgen("evaluate", run, "--json", cwd=tmp))
             models = {m["model"]: m["nats_per_char"] for m in result["models"]}
             try:
-                textgen("plot", run, "-o", results / f"quality-{suffix}{minutes:g}min.png", "--force",
-                    cwd=tmp)
+                textgen("plot", run, "-o", results / f"quality-{suffix}{minutes:g}min.png",
+                        "--force", cwd=tmp)
             except subprocess.CalledProcessError:
                 pass  # matplotlib missing: the table still stands
             rows.append((minutes, state, wall, models))
