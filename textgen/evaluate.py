@@ -120,9 +120,7 @@ def training_data(run, corpus_override: list[str] | None = None):
     if missing:
         raise RunError(f"{run.path}: training corpus {missing[0]} is gone; give the text the "
                        "run was trained on", cli_hint="--train-corpus FILE")
-    # A run started from another (--init-from) keeps that run's tokens besides its corpus's.
-    base_vocab = run.vocab if run.meta.get("init_from") else None
-    prep = prepare(list(paths), run.config, styles=styles, base_vocab=base_vocab)
+    prep = prepare(list(paths), run.config, styles=styles, base_vocab=run.kept_vocab)
     if prep.vocab != run.vocab:
         raise RunError(f"{run.path}: the corpus at {paths[0]} no longer gives the run's "
                        "vocabulary (was it changed?); give the original text",

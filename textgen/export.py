@@ -56,8 +56,7 @@ def export_run(run_dir: str | Path, output: str | Path) -> Path:
     if suffix not in SUFFIXES:
         raise ValueError(f"{output}: unknown output type {output.suffix or '(none)'!r}; "
                          f"name it .html, .htm or .keras")
-    _check_output(output)
-    if suffix in HTML_SUFFIXES:
+    if suffix in HTML_SUFFIXES:  # each checks the output path first
         return export_html(run_dir, output)
     return export_keras(run_dir, output)
 

@@ -2,9 +2,9 @@
 
 On a tiny float64 model (dropout off, so the loss is a deterministic function of the weights),
 for a few random entries of every weight tensor, compare the backend's gradient (TensorFlow's
-GradientTape, ``jax.grad`` or PyTorch's autograd, through ``devices.gradients``) of the mean
-cross-entropy with (L(w + eps) - L(w - eps)) / (2 eps), eps = 1e-4 (float64: truncation error
-O(eps^2), round-off about 1e-12). The relative error |g - n| / max(|g| + |n|, 1e-10) should be
+GradientTape, ``jax.grad`` or PyTorch's autograd, through ``devices.loss_function``) of the
+mean cross-entropy with (L(w + eps) - L(w - eps)) / (2 eps), eps = 1e-4 (float64: truncation
+error O(eps^2), round-off about 1e-12). The relative error |g - n| / max(|g| + |n|, 1e-10) should be
 around 1e-7 or less in float64.
 """
 

@@ -114,6 +114,8 @@ def fused_kernel_blockers(model) -> dict[str, list[str]]:
     GRU); and the layer must see whole batches (no ``SplitBatch`` chains)."""
     found = {}
     chained = any(layer.name == "chains" for layer in model.layers)
+    masked = any(getattr(layer, "mask_zero", False) or type(layer).__name__ == "Masking"
+                 for layer in model.layers)
     for layer in model.layers:
         cfg = layer.get_config()
         if "recurrent_dropout" not in cfg:  # not a recurrent layer
@@ -126,8 +128,7 @@ def fused_kernel_blockers(model) -> dict[str, list[str]]:
                  "no bias": not cfg.get("use_bias", True),
                  "GRU without reset_after": cfg.get("reset_after", True) is False,
                  "split into chains": chained,
-                 "masked input": any(getattr(other, "mask_zero", False) or
-                                     type(other).__name__ == "Masking" for other in model.layers),
+                 "masked input": masked,
                  "vanilla RNN cell (no cuDNN kernel)": type(layer).__name__ == "SimpleRNN"}
         found[layer.name] = [reason for reason, hit in rules.items() if hit]
     return found

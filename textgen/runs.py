@@ -327,6 +327,13 @@ class Run:
         """Style names in style-id order ([] for a run trained without --style)."""
         return list(self.meta.get("styles") or {})
 
+    @property
+    def kept_vocab(self) -> Vocab | WordVocab | None:
+        """What preparing this run's corpus again must keep besides the corpus's own tokens:
+        a run started from another (--init-from, transfer.py) keeps that run's, so its own
+        vocabulary; None for any other run."""
+        return self.vocab if self.meta.get("init_from") else None
+
     def read_weights(self, name: str = BEST_WEIGHTS) -> dict[str, np.ndarray]:
         """A weights file of this run, checked against config.json, vocab.json and the styles
         before it is used (see ``read_weights``); RunError says what does not match."""

@@ -125,9 +125,7 @@ def _base_vocab(resume: runs.Run | None, init_from: Base | None):
     """The vocabulary a run started from another keeps besides its corpus's (transfer.py)."""
     if init_from is not None:
         return init_from.run.vocab
-    if resume is not None and resume.meta.get("init_from"):
-        return resume.vocab
-    return None
+    return resume.kept_vocab if resume is not None else None
 
 
 def _start_run(out: Path, config: Config, data: Prepared, inputs, styles,

@@ -80,6 +80,12 @@ def combine_splits(splits: list[Split], cfg: WindowConfig) -> tuple[Split, list[
     return split, repeats
 
 
+def _count_starts(length: int, cfg: WindowConfig) -> int:
+    """How many windows start every ``cfg.step`` ids in ``length`` ids with no document
+    bounds (each needs ``window + 1`` ids)."""
+    return len(range(0, max(length - cfg.window, 0), cfg.step))
+
+
 def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus",
               bounds: list[tuple[int, int]] | None = None) -> Split:
     """Cut the ids into a training head and a validation tail, checking both hold a window.
@@ -104,7 +110,7 @@ def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus",
             cli_hint="--window")
     n_train = len(train)
     if bounds is None:
-        train_starts, n_windows = None, len(range(0, max(n_train - cfg.window, 0), cfg.step))
+        train_starts, n_windows = None, _count_starts(n_train, cfg)
     else:
         train_starts = window_starts(n_train, cfg.window, cfg.step, bounds, 0)
         n_windows = len(train_starts)
@@ -235,8 +241,7 @@ class TrainBatches:
                  shard: tuple[int, int] = (0, 1)):
         self.ids, self.cfg, self.seed, self.skip = ids, cfg, seed, skip
         self.starts, self.segments, self.full_batches = starts, segments, full_batches
-        self.n = (len(range(0, max(len(ids) - cfg.window, 0), cfg.step)) if starts is None
-                  else len(starts))
+        self.n = _count_starts(len(ids), cfg) if starts is None else len(starts)
         self.per_epoch = min(steps, -(-self.n // cfg.batch_size))
         self.length = max(epochs * self.per_epoch - skip, 0)
         rows = min(cfg.batch_size, self.n)
@@ -349,7 +354,7 @@ def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
 
     ids_v = _held(ids)
     if starts is None:
-        n = len(range(0, max(len(ids) - cfg.window, 0), cfg.step))
+        n = _count_starts(len(ids), cfg)
 
         def window_start(i):
             return i * cfg.step
