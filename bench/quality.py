@@ -10,7 +10,8 @@ time), then ``textgen evaluate`` on the run's validation split, the last 10% of 
 beside the 6-gram Kneser-Ney baseline fitted on the other 90%. ``--corpus`` takes a bundled
 corpus's name (corpora/NAME.txt) or a path; ``--config`` another config file. Prints a
 Markdown table and saves each run's loss plot as bench/results/quality-<M>min.png
-(quality-<corpus>-<M>min.png for another corpus) when matplotlib is installed.
+(quality-<corpus>-<M>min.png for another corpus, quality-<config>-<M>min.png for another
+config) when matplotlib is installed.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ def main() -> None:
     results = ROOT / "bench" / "results"
     results.mkdir(exist_ok=True)
     suffix = "" if name == "tinyshakespeare" else f"{name}-"
+    if args.config.stem != "best-cpu":  # another config's plots never replace the README's
+        suffix += f"{args.config.stem}-"
     with tempfile.TemporaryDirectory() as tmp:
         for minutes in args.minutes:
             run = Path(tmp) / f"run-{minutes:g}"

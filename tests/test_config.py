@@ -24,6 +24,14 @@ def test_default_toml_matches_builtin_defaults():
     assert merge(Config(), load_toml(default), "default.toml") == Config()
 
 
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs")
+                                         .glob("*.toml")), ids=lambda p: p.name)
+def test_bundled_configs_resolve_and_round_trip(path):
+    """Every config in configs/ is valid, and a run's config.json of it rebuilds it."""
+    config = resolve(path, {})
+    assert Config.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
 def test_precedence_default_toml_flag(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text("[model]\nunits = 64\nlayers = 3\n[train]\nlr = 0.002\n")
