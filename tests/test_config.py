@@ -48,7 +48,6 @@ def test_precedence_default_toml_flag(tmp_path):
     ("[model]\nunits = 'many'\n", "must be an integer"),
     ("[model]\ncell = 'transformer'\n", "model.cell must be one of"),
     ("[window]\nval_split = 1.5\n", "val_split"),
-    ("[train]\nschedule = 'linear'\n", "train.schedule must be one of plateau, cosine"),
     ("[model\n", "invalid TOML"),
 ])
 def test_bad_config_files(tmp_path, toml, message):

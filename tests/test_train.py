@@ -1,10 +1,7 @@
 """Training end to end: run folder contents, refusing to overwrite, exact resume, faults."""
 
-import csv
-import math
 import os
 import signal
-import time
 import subprocess
 import sys
 from pathlib import Path
@@ -224,40 +221,3 @@ def test_killed_before_the_first_checkpoint_resumes_from_the_start(baseline, tmp
     result = invoke(["train", corpus, "--out", out, "--resume"])
     assert result.exit_code == 0, result.output
     _assert_same_final_state(full, out)
-
-
-@pytest.mark.slow
-def test_cosine_schedule_ends_at_a_twentieth_and_resumes_exactly(tiny_corpus, tmp_path):
-    """--schedule cosine: each epoch's learning rate on a half cosine from --lr down to lr/20 in
-    the last planned epoch; a run stopped mid-epoch (SIGTERM) and resumed ends exactly as the
-    uninterrupted one."""
-    flags = [*RESUME_FLAGS, "--schedule", "cosine", "--lr", "0.02"]
-    full = tmp_path / "full"
-    assert invoke(["train", tiny_corpus, "--out", full, *flags]).exit_code == 0
-    with (full / "log.csv").open() as f:
-        lrs = [float(row["lr"]) for row in csv.DictReader(f)]
-    assert lrs == pytest.approx([0.02 * 0.7625, 0.02 * 0.2875, 0.001], rel=1e-6)
-    out = tmp_path / "run"
-    proc = _spawn(["train", tiny_corpus, "--out", out, *flags], tmp_path, "TERM@saved@4")
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 143, err
-    assert runs.read_weights(out / runs.LAST_WEIGHTS)[2]["step"] == 5  # inside epoch 2
-    result = invoke(["train", tiny_corpus, "--out", out, "--resume"])
-    assert result.exit_code == 0, result.output
-    _assert_same_final_state(full, out)
-
-
-def test_cosine_schedule_ends_with_the_last_epoch_that_fits_the_time_budget():
-    from textgen.callbacks import Cosine, Progress
-
-    def last_epoch(epoch, seconds, minutes):
-        progress = Progress(10, epoch, 10 * epoch, math.inf, 0, seconds, time.monotonic())
-        return Cosine(progress, 0.01, 50, minutes).last_epoch()
-
-    assert last_epoch(0, 0, 2) == 50  # nothing timed yet: the planned epochs
-    assert last_epoch(2, 50, None) == 50  # no budget
-    assert last_epoch(2, 50, 2) == 4  # 25 s an epoch: 4 fit in 120 s (TimeBudget's rule)
-    assert last_epoch(2, 50, 100) == 50  # never beyond the planned epochs
-    assert last_epoch(3, 200, 2) == 4  # over budget: the epoch about to start is the last
-    cosine = Cosine(Progress(10, 0, 0, math.inf, 0, 0), 0.01, 4, None)
-    assert [round(cosine.rate(e) / 0.01, 6) for e in range(4)] == [0.860876, 0.525, 0.189124, 0.05]

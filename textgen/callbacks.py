@@ -10,7 +10,6 @@ checkpoint on resume; train.py builds them in this order, which is the order the
 ``EpochMetrics``       a resumed run's unfinished epoch continues its running loss mean
 ``StepLoss``           each batch's loss and its smoothing, for steps.csv
 ``Plateau``            halves the learning rate on a plateau (counters survive a resume)
-``Cosine``             or: the learning rate along a cosine to the run's end (``schedule``)
 ``EpochLog``           a row of log.csv per epoch
 ``BestWeights``        weights.h5 whenever the monitored loss improves
 ``PatienceStop``       early stopping (counters survive a resume)
@@ -181,35 +180,6 @@ class Plateau(keras.callbacks.ReduceLROnPlateau):
 
     def state(self) -> tuple[float, int, int]:
         return float(self.best), int(self.wait), int(self.cooldown_counter)
-
-
-FINAL_LR = 0.05  # the cosine schedule's last epoch trains at lr / 20
-
-
-class Cosine(_RunCallback):
-    """The learning rate of each epoch along a half cosine from ``lr`` to ``lr * FINAL_LR``,
-    reached in the run's last epoch: its last planned one, or with a time budget the last one
-    that fits at the mean epoch time so far (``TimeBudget``'s rule), estimated again at every
-    epoch end. Set once per epoch, where every backend's optimizer state is in step."""
-
-    def __init__(self, progress: Progress, lr: float, epochs: int, minutes: float | None):
-        super().__init__(progress)
-        self.lr, self.epochs, self.minutes = lr, epochs, minutes
-
-    def last_epoch(self) -> int:
-        p = self.progress
-        if self.minutes is None or not p.epoch:
-            return self.epochs
-        fit = int(self.minutes * 60 // (p.elapsed() / p.epoch))
-        return max(p.epoch + 1, min(self.epochs, fit))
-
-    def rate(self, epoch: int) -> float:
-        """The learning rate of epoch ``epoch`` (0-based)."""
-        done = min(1.0, (epoch + 1) / self.last_epoch())
-        return self.lr * (FINAL_LR + (1 - FINAL_LR) * (1 + math.cos(math.pi * done)) / 2)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.model.optimizer.learning_rate = self.rate(epoch)
 
 
 def _bpc(nats):

@@ -216,9 +216,6 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
               help="Optimizer [rmsprop].")
 @click.option("--lr", type=POSITIVE, help="Learning rate [0.01].")
 @click.option("--clipnorm", type=Finite(min=0), help="Gradient norm clip, 0 = off [5].")
-@click.option("--schedule", type=click.Choice(["plateau", "cosine"]),
-              help="Learning rate: halved on each validation plateau, or a cosine decay to "
-                   "lr/20 at the run's end (the last epoch that fits --max-minutes) [plateau].")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1),
               help="Random seed, 0 to 2^32-1 [drawn and recorded].")
 @click.option("--patience", type=click.IntRange(min=1),

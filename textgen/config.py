@@ -22,7 +22,6 @@ STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 BACKENDS = ("tensorflow", "jax", "torch")  # Keras backends textgen trains on
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 OPTIMIZERS = ("rmsprop", "adam", "adagrad", "sgd")
-SCHEDULES = ("plateau", "cosine")
 
 
 CHARSETS = ("ascii", "latin-1")
@@ -169,10 +168,6 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap on steps per epoch (None: one pass over the windows)
     optimizer: str = "rmsprop"
     lr: float = 0.01  # learning rate
-    # plateau: halve the learning rate after 2 epochs without a better loss; cosine: decay it
-    # along a half cosine to lr/20 by the run's end (its last planned epoch, or with max_minutes
-    # the last epoch that fits in the budget, estimated at every epoch end)
-    schedule: str = "plateau"
     clipnorm: float = 5.0  # gradient norm clipping, as char-rnn (0 disables)
     seed: int | None = None  # None: drawn at start and recorded in config.json
     patience: int | None = None  # stop after this many epochs without a better val loss
@@ -208,9 +203,6 @@ class TrainConfig:
             raise ConfigError(
                 f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"train.schedule must be one of {', '.join(SCHEDULES)}, "
-                              f"got {self.schedule!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError(f"train.lr must be a positive number, got {self.lr}")
         if not (self.clipnorm >= 0 and math.isfinite(self.clipnorm)):
