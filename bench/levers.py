@@ -3,6 +3,7 @@ each, the same seed and the same number of steps, two runs at a time.
 
     python bench/levers.py                    # every lever, 12 epochs of 100 steps (~60 min)
     python bench/levers.py --only none lr-0.006 --epochs 3
+    python bench/levers.py --train-flags "--units 256 --dropout 0.25"   # the README's table
 
 A recipe that does not change the cost of a step (the learning rate, its schedule, a weight
 average) is compared fairly by the loss it reaches in the same steps, whatever else the machine
@@ -19,6 +20,7 @@ import argparse
 import csv
 import json
 import os
+import shlex
 import subprocess
 import sys
 import tempfile
@@ -90,13 +92,14 @@ def child(patch: dict, argv: list[str]) -> None:
     main()
 
 
-def start(name: str, tmp: Path, epochs: int, steps: int) -> tuple[subprocess.Popen, Path]:
+def start(name: str, tmp: Path, epochs: int, steps: int,
+          extra: list[str]) -> tuple[subprocess.Popen, Path]:
     flags, patch = LEVERS[name]
     out = tmp / name
     argv = ["train", str(ROOT / "corpora" / "tinyshakespeare.txt"), "--config",
             str(ROOT / "configs" / "best-cpu.toml"), "--epochs", str(epochs),
             "--steps-per-epoch", str(steps), "--seed", "0", "--sample-every", "0",
-            "--out", str(out), *flags]
+            "--out", str(out), *extra, *flags]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     code = json.dumps(dict(patch, steps=epochs * steps))
     return subprocess.Popen([sys.executable, __file__, "--child", code, *argv], env=env,
@@ -111,11 +114,14 @@ def main() -> None:
     parser.add_argument("--only", nargs="+", choices=list(LEVERS), default=list(LEVERS))
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
+    parser.add_argument("--train-flags", default="",
+                        help="textgen train flags for every run, e.g. \"--units 256\"")
     args = parser.parse_args()
+    extra = shlex.split(args.train_flags)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(0, len(args.only), 2):
-            runs = [start(name, Path(tmp), args.epochs, args.steps)
+            runs = [start(name, Path(tmp), args.epochs, args.steps, extra)
                     for name in args.only[i:i + 2]]
             for name, (proc, out) in zip(args.only[i:i + 2], runs):
                 if proc.wait():
@@ -124,7 +130,8 @@ def main() -> None:
                     losses = [float(row["val_loss"]) for row in csv.DictReader(f)]
                 rows.append((name, min(losses)))
                 print(f"done {name}: {min(losses):.4f}", file=sys.stderr, flush=True)
-    print(f"best-cpu.toml on tinyshakespeare, {args.epochs} x {args.steps} steps, seed 0\n")
+    config = " ".join(["best-cpu.toml", *extra])
+    print(f"{config} on tinyshakespeare, {args.epochs} x {args.steps} steps, seed 0\n")
     print("| lever | best val loss (log.csv) |\n|---|---|")
     for name, loss in rows:
         print(f"| {name} | {loss:.4f} |")

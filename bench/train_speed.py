@@ -47,6 +47,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -54,7 +55,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 DEFAULT = "default (2 x LSTM 128, batch 128 x 40)"
-BEST = "best-cpu (2 x LSTM 256, batch 64 x 100)"
+
+
+def _best_label() -> str:
+    """The best-cpu row's name, read from the config file so it never goes stale."""
+    with (ROOT / "configs" / "best-cpu.toml").open("rb") as f:
+        found = tomllib.load(f)
+    model, window = found["model"], found["window"]
+    return (f"best-cpu ({model['layers']} x LSTM {model['units']}, "
+            f"batch {window['batch_size']} x {window['window']})")
+
+
+BEST = _best_label()
 SEED = "seed-style (one-hot, last char only)"
 WRITTEN = SEED + " as the seed code runs it (NumPy one-hot arrays, model.fit(x, y))"
 CHAINS = DEFAULT + ", not unrolled"
