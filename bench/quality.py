@@ -3,6 +3,7 @@
     python bench/quality.py                   # 5 and 60 minutes (about 70 minutes in all)
     python bench/quality.py --minutes 5
     python bench/quality.py --corpus pymanual --minutes 15   # 4 MB of the Python manual
+    python bench/quality.py --corpus pymanual --minutes 15 --config configs/best-cpu-large.toml
 
 For each budget: ``textgen train corpora/tinyshakespeare.txt --config configs/best-cpu.toml
 --max-minutes M`` (training stops at the last epoch end that fits in M minutes of training
