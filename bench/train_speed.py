@@ -47,7 +47,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -57,13 +56,18 @@ CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 DEFAULT = "default (2 x LSTM 128, batch 128 x 40)"
 
 
+def best_config():
+    """configs/best-cpu.toml over the defaults, as ``textgen train --config`` resolves it."""
+    from textgen.config import Config, load_toml, merge
+
+    return merge(Config(), load_toml(ROOT / "configs" / "best-cpu.toml"), "best-cpu.toml")
+
+
 def _best_label() -> str:
-    """The best-cpu row's name, read from the config file so it never goes stale."""
-    with (ROOT / "configs" / "best-cpu.toml").open("rb") as f:
-        found = tomllib.load(f)
-    model, window = found["model"], found["window"]
-    return (f"best-cpu ({model['layers']} x LSTM {model['units']}, "
-            f"batch {window['batch_size']} x {window['window']})")
+    """The best-cpu row's name, from the config itself so it never goes stale."""
+    best = best_config()
+    return (f"best-cpu ({best.model.layers} x LSTM {best.model.units}, "
+            f"batch {best.window.batch_size} x {best.window.window})")
 
 
 BEST = _best_label()
@@ -266,11 +270,11 @@ def written_candidate(cfg, data, steps: int) -> Candidate:
 
 def measure(names: list[str], rounds: int, steps: int) -> list[dict]:
     """Rows for the named candidates, measured in ``rounds`` interleaved rounds."""
-    from textgen.config import Config, load_toml, merge
+    from textgen.config import Config
     from textgen.data import prepare
 
     default = Config()
-    best = merge(Config(), load_toml(ROOT / "configs" / "best-cpu.toml"), "best-cpu.toml")
+    best = best_config()
     data = prepare([str(CORPUS)], default, use_cache=False)
     makers = {
         DEFAULT: lambda: textgen_candidate(DEFAULT, default, data),
