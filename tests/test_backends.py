@@ -103,8 +103,9 @@ print("REPORT " + json.dumps(report))
 def _need(*backends: str) -> None:
     """A backend's framework absent: skip locally, fail under CI (.ci/run installs them)."""
     for backend in backends:
-        if backend != "tensorflow" and importlib.util.find_spec(backend) is None:
-            message = f'{backend} is not installed (pip install "textgen[{backend}]")'
+        if importlib.util.find_spec(backend) is None:
+            extra = "" if backend == "tensorflow" else f"[{backend}]"  # TensorFlow: a default
+            message = f'{backend} is not installed (pip install "textgen{extra}")'
             if os.environ.get("CI"):
                 pytest.fail(message + "; CI must run the backend matrix")
             pytest.skip(message + "; CI runs these tests")
@@ -218,7 +219,7 @@ def test_killed_inside_a_save_then_resumed_matches_uninterrupted(lab, backend):
 @pytest.mark.slow
 def test_resume_switches_from_tensorflow_to_jax_to_pytorch(lab):
     """Each switch loads every variable exactly; training then goes on with a finite loss."""
-    _need("jax", "torch")
+    _need("tensorflow", "jax", "torch")
     _, snapshot = lab.killed("tensorflow")
     out = Path(shutil.copytree(snapshot, lab.root / "switching"))
     for backend, epochs, step in (("jax", 3, 4), ("torch", 4, 9)):

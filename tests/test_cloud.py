@@ -76,6 +76,9 @@ def test_setup_uses_the_framework_the_machine_has(tmp_path, has, backend):
     else:
         assert lines[0] == f"would run: {fake} -m venv --system-site-packages /tmp/v"
         assert "would run: /tmp/v/bin/pip install --no-deps ." in lines
+        # $PYTHON may itself be a virtual environment's: its site-packages join through a .pth
+        assert any(line.startswith(f"would write: {fake}'s site-packages > /tmp/v/")
+                   and line.endswith("textgen-framework.pth") for line in lines)
         assert not any("gpu" in line or "torch" in line.split("info")[0] for line in lines[:-2])
     assert lines[-1] == f"would run: /tmp/v/bin/textgen info --devices --backend {backend}"
 

@@ -14,7 +14,7 @@ Creates a virtual environment (default: .venv) with textgen on one Keras backend
                     a CUDA build of PyTorch that sees a GPU   -> torch
                     JAX that sees a GPU                       -> jax
                   else                                        -> tensorflow
-  torch, jax      the virtual environment sees the system's packages (--system-site-packages);
+  torch, jax      the virtual environment sees the packages of python3 (or $PYTHON);
                   textgen is installed with --no-deps, then Keras, NumPy, Click and h5py: the
                   framework is never reinstalled
   tensorflow      pip install ".[gpu]" (tensorflow[and-cuda])
@@ -77,6 +77,16 @@ else
   # The system's PyTorch/JAX stays as it is: textgen without its dependencies (TensorFlow),
   # then only the pure-Python ones Keras and textgen need.
   run "$py" -m venv --system-site-packages "$venv"
+  # --system-site-packages shows the base interpreter's packages; when $py is itself a
+  # virtual environment's python (as on images that keep PyTorch in /opt/.../.venv), the
+  # framework lies in that environment instead. A .pth file adds $py's own site-packages, after
+  # the new environment's own.
+  if [[ $dry_run -eq 1 ]]; then
+    echo "would write: $py's site-packages > $venv/.../site-packages/textgen-framework.pth"
+  else
+    site="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+    "$py" -c 'import site; print("\n".join(site.getsitepackages()))' >"$site/textgen-framework.pth"
+  fi
   run "$venv/bin/pip" install --no-deps .
   run "$venv/bin/pip" install "keras>=3.15,<3.16" "numpy>=2.4,<3" "click>=8.5,<9" "h5py>=3.14,<4"
 fi
