@@ -1,6 +1,6 @@
 """Training speed on a GPU: every Keras backend that sees one, side by side in one run.
 
-    python bench/gpu.py             # about 3 minutes on one H100
+    python bench/gpu.py             # per backend: its start-up, then about --seconds 90 of rounds
     python bench/gpu.py --quick
 
 For each backend installed and seeing a GPU (PyTorch, JAX, TensorFlow), in a process of its
@@ -14,8 +14,11 @@ own (a process runs one backend; JAX is kept from taking most of the GPU's memor
   a real step slower than the model step);
 * the default config with the fused kernel switched off (Keras's ``use_cudnn=False``): what the
   fused kernel is worth, and proof that it runs.
+On JAX the mixed_bfloat16 rows run the LSTM as a loop, as `textgen train` does there (JAX's
+cuDNN RNN is float32 only: devices.fused_kernel_options).
 Each process measures its models in interleaved rounds (A B C A B C ...) after an untimed
-first round (tracing, compiling, cuDNN's plans); the table gives the median round and the range.
+first round (tracing, compiling, cuDNN's plans), for ``--seconds`` at most (a whole round
+always); the table gives the median round and the range.
 Prints a Markdown table; with --json FILE also writes the rows.
 """
 
@@ -26,6 +29,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,9 +56,11 @@ def label(name: str, cfg) -> str:
     return f"{name} ({m.layers} x LSTM {m.units}, batch {w.batch_size} x {w.window})"
 
 
-def worker(backend: str, rounds: int, steps: int, cpu: bool = False) -> None:
+def worker(backend: str, rounds: int, steps: int, seconds: float, cpu: bool = False) -> None:
     """``--worker BACKEND``: prints one JSON line: the device and the rows. ``cpu``: measure
-    on the CPU when no GPU is visible (to try this script; mixed precision is slow there)."""
+    on the CPU when no GPU is visible (to try this script; mixed precision is slow there).
+    Stops after ``rounds`` timed rounds, or after the first round that ends ``seconds`` after
+    the timed rounds began."""
     from textgen.devices import describe_devices, gpus, load_keras, select_backend
 
     select_backend(backend)
@@ -80,12 +86,17 @@ def worker(backend: str, rounds: int, steps: int, cpu: bool = False) -> None:
         if hasattr(layer, "use_cudnn"):
             layer.use_cudnn = False
     cands.append(off)
+    start = None
     for r in range(rounds + 1):
         for c in cands:
-            c.round(steps)
+            # the loop without the fused kernel is many times slower: fewer steps
+            c.round(max(steps // 5, 2) if c is off else steps)
             if r == 0:  # untimed: tracing, compiling, cuDNN's plans
                 c.real.clear()
                 c.compute.clear()
+        start = start or time.perf_counter()
+        if time.perf_counter() - start > seconds:  # at least one timed round
+            break
     rows = [c.row(steps) for c in cands]
     print(json.dumps({"backend": backend, "keras": keras.__version__,
                       "framework": _framework_version(backend), "devices": [str(d) for d in seen],
@@ -109,6 +120,8 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=None,
                         help="default: every one installed")
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--seconds", type=float, default=90,
+                        help="timed rounds per backend end after about this long (default 90)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--rounds", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--steps", type=int, help=argparse.SUPPRESS)
@@ -117,13 +130,14 @@ def main() -> None:
     rounds, steps = (2, 10) if args.quick else (5, 30)
     rounds, steps = args.rounds or rounds, args.steps or steps
     if args.worker:
-        worker(args.worker, rounds, steps, args.cpu)
+        worker(args.worker, rounds, steps, args.seconds, args.cpu)
         return
     results = []
     for backend in args.backends or [b for b in BACKENDS if installed(b)]:
         env = dict(os.environ, **CHILD_ENV)
         proc = subprocess.run([sys.executable, __file__, "--worker", backend, "--rounds",
-                               str(rounds), "--steps", str(steps), *["--cpu"] * args.cpu],
+                               str(rounds), "--steps", str(steps), "--seconds",
+                               str(args.seconds), *["--cpu"] * args.cpu],
                               env=env, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]

@@ -4,6 +4,7 @@
     python bench/quality.py --minutes 5
     python bench/quality.py --corpus pymanual --minutes 15   # 4 MB of the Python manual
     python bench/quality.py --corpus pymanual --minutes 15 --config configs/best-cpu-large.toml
+    python bench/quality.py --minutes 3 --config configs/gpu.toml --backend torch   # on a GPU
 
 For each budget: ``textgen train corpora/tinyshakespeare.txt --config configs/best-cpu.toml
 --max-minutes M`` (training stops at the last epoch end that fits in M minutes of training
@@ -45,6 +46,8 @@ def main() -> None:
     parser.add_argument("--corpus", default="tinyshakespeare",
                         help="a bundled corpus's name (corpora/NAME.txt) or a text file")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "best-cpu.toml")
+    parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
+                        help="textgen train's --backend (default: KERAS_BACKEND, else tensorflow)")
     args = parser.parse_args()
     bundled = ROOT / "corpora" / f"{args.corpus}.txt"
     corpus = bundled if bundled.is_file() else Path(args.corpus).resolve()
@@ -60,7 +63,8 @@ def main() -> None:
             run = Path(tmp) / f"run-{minutes:g}"
             t = time.perf_counter()
             textgen("train", corpus, "--config", args.config.resolve(), "--max-minutes", minutes,
-                    "--out", run, "--seed", args.seed, "--sample-every", 0, cwd=tmp)
+                    "--out", run, "--seed", args.seed, "--sample-every", 0,
+                    *(["--backend", args.backend] if args.backend else []), cwd=tmp)
             wall = time.perf_counter() - t
             state = json.loads((run / "state.json").read_text())
             result = json.loads(textgen("evaluate", run, "--json", cwd=tmp))
@@ -72,7 +76,8 @@ def main() -> None:
                 pass  # matplotlib missing: the table still stands
             rows.append((minutes, state, wall, models))
             print(f"done {minutes:g} min: {models}", file=sys.stderr, flush=True)
-    print(f"{name}, validation = last 10% of the file; {args.config.name}; "
+    backend = args.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    print(f"{name}, validation = last 10% of the file; {args.config.name}; {backend}; "
           f"{os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d')}\n")
     print("| budget | training time | epochs (steps) | val nats/char | 6-gram KN | vs KN "
           "| untrained | target |")

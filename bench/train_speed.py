@@ -219,11 +219,12 @@ def textgen_candidate(name, cfg, data, layout: str = "textgen", autotune: bool =
     ``autotune`` and short last batches apply to tf.data."""
     import keras
 
-    from textgen.devices import cpu_layout
+    from textgen.devices import cpu_layout, fused_kernel_options
     from textgen.model import build_model, compile_model
     from textgen.windows import TrainBatches, train_dataset
 
     kwargs = cpu_layout(cfg.window.window, steps=10**6) if layout != "plain" else {}
+    kwargs.update(fused_kernel_options(precision))  # as textgen train builds it
     if layout == "chains":
         kwargs["window"] = None
     keras.utils.set_random_seed(0)

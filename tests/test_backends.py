@@ -345,6 +345,26 @@ def test_a_gpu_run_gets_recurrent_layers_that_qualify_for_cudnn(monkeypatch):
     assert rnn["rnn_0"] == ["vanilla RNN cell (no cuDNN kernel)"]
 
 
+def test_jax_runs_the_fused_kernel_in_float32_only(monkeypatch):
+    """JAX's cuDNN RNN lowers float32 only (on an H200, mixed_bfloat16 failed to compile and
+    float64's backward failed XLA's verifier): there, other dtypes get the generic loop."""
+    from textgen.model import build_model, fused_kernel_blockers
+
+    monkeypatch.setattr(devices, "backend", lambda: "jax")
+    assert devices.fused_kernel_options("float32") == {}
+    for dtype in ("mixed_bfloat16", "mixed_float16", "float64"):
+        assert devices.fused_kernel_options(dtype) == {"fused": False}
+    for name in ("tensorflow", "torch"):
+        monkeypatch.setattr(devices, "backend", lambda name=name: name)
+        assert devices.fused_kernel_options("mixed_bfloat16") == {}
+    off = "fused kernel switched off (use_cudnn=False)"
+    for cell in ("lstm", "gru"):
+        model = build_model(ModelConfig(cell=cell, units=4, embedding_dim=3), 11, fused=False)
+        assert fused_kernel_blockers(model) == {"rnn_0": [off], "rnn_1": [off]}
+    rnn = build_model(ModelConfig(cell="rnn", units=4, embedding_dim=3), 11, fused=False)
+    assert off not in fused_kernel_blockers(rnn)["rnn_0"]  # SimpleRNN has no such switch
+
+
 def test_tensorflow_only_pieces_stay_on_tensorflow(monkeypatch):
     monkeypatch.setattr(devices, "backend", lambda: "torch")
     assert devices.cpu_layout(40, 10**9) == {} and devices.set_threads(2) is None

@@ -107,6 +107,13 @@ def load_keras():
             import keras  # noqa: F401
     import keras
 
+    if keras.backend.backend() == "torch":
+        import warnings
+
+        # Keras hands torch's fused LSTM/GRU kernel separate weight tensors, so torch copies them
+        # into one block at every call and warns, once per run; a user can do nothing about it,
+        # and for these models the copy is a few MB on the GPU.
+        warnings.filterwarnings("ignore", message="RNN module weights are not part of single")
     if keras.backend.backend() != "tensorflow" and "tensorflow" not in sys.modules:
         try:
             from keras.src.utils import module_utils
@@ -293,6 +300,16 @@ def cpu_layout(window: int, steps: int, max_minutes: float | None = None) -> dic
     return {"chains": cores, "window": window if unroll else None}
 
 
+def fused_kernel_options(dtype: str) -> dict:
+    """``build_model``'s ``fused`` for layers computing in ``dtype`` ("float32", "float64" or a
+    mixed policy such as "mixed_bfloat16"): empty, except on JAX for anything but float32, where
+    the LSTM layers run a lax.scan loop instead of cuDNN. JAX's cuDNN RNN lowers float32 only;
+    on an H200 (jax 0.11.2, Keras 3.15) mixed_bfloat16 failed to compile ("Unknown output type
+    bfloat16") and float64's backward (``textgen check-gradients``) failed XLA's verifier, and
+    Keras falls back to the loop only when the kernel says it cannot run, not on such errors."""
+    return {"fused": False} if backend() == "jax" and dtype != "float32" else {}
+
+
 def set_precision(precision: str) -> None:
     keras = load_keras()
     if precision == "float32":
@@ -322,10 +339,11 @@ def describe_devices(cell: str | None = None) -> dict:
         info["cudnn_kernel"] = "no: no GPU visible (the generic kernel runs on the CPU)"
     elif name == "jax":
         info["cudnn_kernel"] = {
-            "lstm": "yes: LSTM layers run cuDNN (jax.experimental.rnn)",
+            "lstm": "yes: LSTM layers run cuDNN (jax.experimental.rnn) in float32; with "
+                    "--precision mixed_* they run a lax.scan loop (JAX's kernel is float32 only)",
             "gru": "no: Keras has no cuDNN GRU on JAX (a lax.scan loop runs on the GPU)",
-        }.get(cell, "LSTM layers yes (cuDNN through jax.experimental.rnn); GRU layers no "
-                    "(Keras has no cuDNN GRU on JAX)")
+        }.get(cell, "LSTM layers yes in float32 (cuDNN through jax.experimental.rnn); GRU "
+                    "layers no (Keras has no cuDNN GRU on JAX)")
     else:
         info["cudnn_kernel"] = "yes: LSTM/GRU layers run the fused cuDNN kernel"
     return info

@@ -29,12 +29,12 @@ class GradRow:
 
 def check_gradients(cfg: ModelConfig, vocab_size: int = 7, batch: int = 3, length: int = 8,
                     entries: int = 8, eps: float = 1e-4, seed: int = 0) -> list[GradRow]:
-    from .devices import float64_scope, load_keras, loss_function
+    from .devices import float64_scope, fused_kernel_options, load_keras, loss_function
 
     keras = load_keras()
     keras.utils.set_random_seed(seed)
     with float64_scope():
-        model = build_model(cfg, vocab_size)
+        model = build_model(cfg, vocab_size, **fused_kernel_options("float64"))
         rng = np.random.default_rng(seed)
         x = rng.integers(0, vocab_size, size=(batch, length)).astype("int32")
         y = rng.integers(0, vocab_size, size=(batch, length)).astype("int32")

@@ -32,10 +32,12 @@ RNN_WEIGHTS = ("kernel", "recurrent_kernel", "bias")
 
 
 def build_model(cfg: ModelConfig, vocab_size: int, n_styles: int = 0, *,
-                window: int | None = None, chains: int = 1):
+                window: int | None = None, chains: int = 1, fused: bool = True):
     """With ``n_styles``, a second input gives each position's style id; its learned embedding
     (``style_dim``) is concatenated to the token embedding at every step. ``window`` and
-    ``chains``: see the module's docstring."""
+    ``chains``: see the module's docstring. ``fused=False`` keeps LSTM/GRU layers off the fused
+    cuDNN kernel (Keras's ``use_cudnn=False``) where a backend's kernel cannot run the dtype
+    (``devices.fused_kernel_options``)."""
     import keras
 
     if chains > 1 and keras.backend.backend() != "tensorflow":
@@ -52,8 +54,9 @@ def build_model(cfg: ModelConfig, vocab_size: int, n_styles: int = 0, *,
     parts = SplitBatch(chains, name="chains")(x) if chains > 1 else [x]
     rows = x
     for i in range(cfg.layers):
+        kernel = {} if cfg.cell == "rnn" or fused else {"use_cudnn": False}
         rnn = layer_cls(cfg.units, return_sequences=True, unroll=window is not None,
-                        name=f"rnn_{i}")
+                        name=f"rnn_{i}", **kernel)
         drop = None
         if cfg.dropout:  # an explicit seed, drawn as Keras would draw it: on PyTorch only a
             # seeded Dropout keeps its RNG state in a variable, which the checkpoint saves
@@ -111,7 +114,8 @@ def fused_kernel_blockers(model) -> dict[str, list[str]]:
     """For each recurrent layer of ``model``, what keeps it off the fused cuDNN kernel on a GPU
     (empty lists: every layer qualifies): Keras's conditions on every backend are tanh/sigmoid
     activations, no recurrent dropout, no unrolling, biases, no mask (and ``reset_after`` for
-    GRU); and the layer must see whole batches (no ``SplitBatch`` chains)."""
+    GRU); and the layer must see whole batches (no ``SplitBatch`` chains) and not be switched
+    off (``build_model(fused=False)``)."""
     found = {}
     chained = any(layer.name == "chains" for layer in model.layers)
     masked = any(getattr(layer, "mask_zero", False) or type(layer).__name__ == "Masking"
@@ -129,6 +133,8 @@ def fused_kernel_blockers(model) -> dict[str, list[str]]:
                  "GRU without reset_after": cfg.get("reset_after", True) is False,
                  "split into chains": chained,
                  "masked input": masked,
+                 "fused kernel switched off (use_cudnn=False)":
+                     getattr(layer, "use_cudnn", "auto") is False,
                  "vanilla RNN cell (no cuDNN kernel)": type(layer).__name__ == "SimpleRNN"}
         found[layer.name] = [reason for reason, hit in rules.items() if hit]
     return found

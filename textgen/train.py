@@ -188,8 +188,9 @@ def _check_compatible(run: runs.Run, config: Config, vocab: Vocab | WordVocab,
 def _build_model(config: Config, vocab_size: int, n_styles: int, planned_steps: int):
     """The compiled model, its optimizer built (so a checkpoint can be loaded into it), under
     the distribution strategy; returns (model, distribution)."""
-    from .devices import (adapt_to_strategy, cpu_layout, distribution_scope, join_workers,
-                          make_distribution, set_determinism, set_precision, set_threads)
+    from .devices import (adapt_to_strategy, cpu_layout, distribution_scope,
+                          fused_kernel_options, join_workers, make_distribution,
+                          set_determinism, set_precision, set_threads)
     from .model import build_model, compile_model
 
     set_threads()  # TensorFlow only, before it starts
@@ -197,7 +198,8 @@ def _build_model(config: Config, vocab_size: int, n_styles: int, planned_steps: 
     set_determinism(config.train.seed)
     set_precision(config.train.precision)
     distribution = make_distribution(config.train.strategy)
-    layout = cpu_layout(config.window.window, planned_steps, config.train.max_minutes)
+    layout = {**cpu_layout(config.window.window, planned_steps, config.train.max_minutes),
+              **fused_kernel_options(config.train.precision)}
     with distribution_scope(distribution):
         model = build_model(config.model, vocab_size, n_styles, **layout)
         compile_model(model, config.train)
