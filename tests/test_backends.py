@@ -345,6 +345,18 @@ def test_a_gpu_run_gets_recurrent_layers_that_qualify_for_cudnn(monkeypatch):
     assert rnn["rnn_0"] == ["vanilla RNN cell (no cuDNN kernel)"]
 
 
+def test_a_missing_framework_is_one_line_not_a_traceback(tmp_path):
+    """Keras on a backend whose framework is not installed (here TensorFlow, blocked)."""
+    env = dict(os.environ, KERAS_BACKEND="tensorflow",
+               PYTHONPATH=os.pathsep.join([str(NO_TENSORFLOW), str(ROOT)]))
+    proc = subprocess.run([sys.executable, "-m", "textgen", "check-gradients"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("Error: Keras cannot start on the tensorflow backend: no "
+                                  "module named 'tensorflow' in "), proc.stderr
+    assert proc.stderr.count("\n") == 1 and "pip install textgen" in proc.stderr
+
+
 def test_jax_runs_the_fused_kernel_in_float32_only(monkeypatch):
     """JAX's cuDNN RNN lowers float32 only (on an H200, mixed_bfloat16 failed to compile and
     float64's backward failed XLA's verifier): there, other dtypes get the generic loop."""

@@ -33,7 +33,7 @@ import sys
 import tempfile
 
 from .config import BACKENDS
-from .errors import ConfigError
+from .errors import ConfigError, TextgenError
 
 # Set (unless already set) before a framework loads, unless --verbose: TensorFlow's C++ log
 # level, gRPC's (multi-worker) and glog's (XLA, some wheels).
@@ -103,8 +103,11 @@ def load_keras():
     installed)."""
     if "keras" not in sys.modules:
         select_backend(None)
-        with _quiet_stderr():
-            import keras  # noqa: F401
+        try:
+            with _quiet_stderr():
+                import keras  # noqa: F401
+        except ModuleNotFoundError as e:  # an incomplete install: say what to add, not a traceback
+            raise _missing_module(e) from None
     import keras
 
     if keras.backend.backend() == "torch":
@@ -122,6 +125,21 @@ def load_keras():
         except (ImportError, AttributeError):  # another Keras version: nothing to switch off
             pass
     return keras
+
+
+# How to add what a failed ``import keras`` lacked, by top-level module.
+INSTALL = {"keras": 'pip install "keras>=3.15,<3.16"',
+           "tensorflow": "pip install textgen (TensorFlow is its default backend), or choose "
+                         "--backend jax or torch",
+           "jax": 'pip install "textgen[jax]"', "torch": 'pip install "textgen[torch]"'}
+PACKAGE = {"absl": "absl-py", "ml_dtypes": "ml-dtypes"}  # Keras's needs named unlike their module
+
+
+def _missing_module(e: ModuleNotFoundError) -> TextgenError:
+    top = (e.name or "?").split(".")[0]
+    how = INSTALL.get(top, f"pip install {PACKAGE.get(top, top)}")
+    return TextgenError(f"Keras cannot start on the {default_backend()} backend: no module named "
+                        f"{top!r} in {sys.executable}; {how}")
 
 
 def _tf():
