@@ -2,6 +2,7 @@
 
     python bench/quality.py                   # 5 and 60 minutes (about 70 minutes in all)
     python bench/quality.py --minutes 5
+    python bench/quality.py --minutes 5 --seed 0 1 2     # three runs and their mean
     python bench/quality.py --corpus pymanual --minutes 15   # 4 MB of the Python manual
     python bench/quality.py --corpus pymanual --minutes 15 --config configs/best-cpu-large.toml
     python bench/quality.py --minutes 3 --config configs/gpu.toml --backend torch   # on a GPU
@@ -42,7 +43,9 @@ def textgen(*args, cwd) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[5, 60])
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, nargs="+", default=[0],
+                        help="one run per seed and budget (the 5-minute figure moves by about "
+                             "0.03 between seeds: compare settings over several)")
     parser.add_argument("--corpus", default="tinyshakespeare",
                         help="a bundled corpus's name (corpora/NAME.txt) or a text file")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "best-cpu.toml")
@@ -59,36 +62,43 @@ def main() -> None:
     if args.config.stem != "best-cpu":  # another config's plots never replace the README's
         suffix += f"{args.config.stem}-"
     with tempfile.TemporaryDirectory() as tmp:
-        for minutes in args.minutes:
-            run = Path(tmp) / f"run-{minutes:g}"
+        for minutes, seed in ((m, sd) for m in args.minutes for sd in args.seed):
+            run = Path(tmp) / f"run-{minutes:g}-{seed}"
             t = time.perf_counter()
             textgen("train", corpus, "--config", args.config.resolve(), "--max-minutes", minutes,
-                    "--out", run, "--seed", args.seed, "--sample-every", 0,
+                    "--out", run, "--seed", seed, "--sample-every", 0,
                     *(["--backend", args.backend] if args.backend else []), cwd=tmp)
             wall = time.perf_counter() - t
             state = json.loads((run / "state.json").read_text())
             result = json.loads(textgen("evaluate", run, "--json", cwd=tmp))
             models = {m["model"]: m["nats_per_char"] for m in result["models"]}
             try:
-                textgen("plot", run, "-o", results / f"quality-{suffix}{minutes:g}min.png",
-                        "--force", cwd=tmp)
+                if seed == args.seed[0]:  # one plot per budget: the first seed's
+                    textgen("plot", run, "-o", results / f"quality-{suffix}{minutes:g}min.png",
+                            "--force", cwd=tmp)
             except subprocess.CalledProcessError:
                 pass  # matplotlib missing: the table still stands
-            rows.append((minutes, state, wall, models))
-            print(f"done {minutes:g} min: {models}", file=sys.stderr, flush=True)
+            rows.append((minutes, seed, state, wall, models))
+            print(f"done {minutes:g} min, seed {seed}: {models}", file=sys.stderr, flush=True)
     backend = args.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
     print(f"{name}, validation = last 10% of the file; {args.config.name}; {backend}; "
           f"{os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d')}\n")
-    print("| budget | training time | epochs (steps) | val nats/char | 6-gram KN | vs KN "
+    print("| budget | seed | training time | epochs (steps) | val nats/char | 6-gram KN | vs KN "
           "| untrained | target |")
-    print("|---|---|---|---|---|---|---|---|")
-    for minutes, state, wall, models in rows:
+    print("|---|---|---|---|---|---|---|---|---|")
+    for minutes, seed, state, wall, models in rows:
         kn, loss = models["6-gram Kneser-Ney"], models["textgen model (weights.h5)"]
-        print(f"| {minutes:g} min | {state['seconds'] / 60:.1f} min ({wall / 60:.1f} min wall) | "
-              f"{state['epochs_done']} ({state['steps_done']:,}) | "
+        print(f"| {minutes:g} min | {seed} | {state['seconds'] / 60:.1f} min "
+              f"({wall / 60:.1f} min wall) | {state['epochs_done']} ({state['steps_done']:,}) | "
               f"{loss:.4f} | {kn:.4f} | {100 * (loss / kn - 1):+.1f}% | "
               f"{models.get('untrained model', float('nan')):.4f} | "
               f"{TARGETS.get(name, {}).get(int(minutes), '')} |")
+        if len(args.seed) > 1 and seed == args.seed[-1]:
+            losses = [r[4]["textgen model (weights.h5)"] for r in rows if r[0] == minutes]
+            mean = sum(losses) / len(losses)
+            print(f"| {minutes:g} min | mean of {len(losses)} | | | {mean:.4f} "
+                  f"({min(losses):.4f}-{max(losses):.4f}) | {kn:.4f} | "
+                  f"{100 * (mean / kn - 1):+.1f}% | | |")
 
 
 if __name__ == "__main__":
