@@ -43,17 +43,11 @@ CHILD_ENV = {"XLA_PYTHON_CLIENT_PREALLOCATE": "false", "TF_FORCE_GPU_ALLOW_GROWT
 
 
 def configs() -> dict:
-    from textgen.config import Config, load_toml, merge
+    from train_speed import bundled_config  # bench/train_speed.py, beside this script
 
-    named = {"default": Config()}
-    for stem in ("best-cpu", "gpu"):
-        named[stem] = merge(Config(), load_toml(ROOT / "configs" / f"{stem}.toml"), stem)
-    return named
+    from textgen.config import Config
 
-
-def label(name: str, cfg) -> str:
-    m, w = cfg.model, cfg.window
-    return f"{name} ({m.layers} x LSTM {m.units}, batch {w.batch_size} x {w.window})"
+    return {"default": Config(), **{stem: bundled_config(stem) for stem in ("best-cpu", "gpu")}}
 
 
 def worker(backend: str, rounds: int, steps: int, seconds: float, cpu: bool = False) -> None:
@@ -69,7 +63,7 @@ def worker(backend: str, rounds: int, steps: int, seconds: float, cpu: bool = Fa
     if not seen:
         print(json.dumps({"backend": backend, "skipped": "no GPU visible"}))
         return
-    from train_speed import textgen_candidate  # bench/train_speed.py, beside this script
+    from train_speed import config_label, textgen_candidate
 
     from textgen.config import Config
     from textgen.data import prepare
@@ -78,13 +72,10 @@ def worker(backend: str, rounds: int, steps: int, seconds: float, cpu: bool = Fa
     cands = []
     for name, cfg in configs().items():
         for precision in ("float32", "mixed_bfloat16"):
-            cands.append(textgen_candidate(f"{label(name, cfg)}, {precision}", cfg, data,
-                                           precision=precision))
-    off = textgen_candidate(f"{label('default', Config())}, float32, use_cudnn=False",
-                            Config(), data)
-    for layer in off.model.layers:
-        if hasattr(layer, "use_cudnn"):
-            layer.use_cudnn = False
+            cands.append(textgen_candidate(f"{config_label(name, cfg)}, {precision}", cfg,
+                                           data, precision=precision))
+    off = textgen_candidate(f"{config_label('default', Config())}, float32, use_cudnn=False",
+                            Config(), data, fused=False)
     cands.append(off)
     start = None
     for r in range(rounds + 1):
@@ -94,8 +85,8 @@ def worker(backend: str, rounds: int, steps: int, seconds: float, cpu: bool = Fa
             if r == 0:  # untimed: tracing, compiling, cuDNN's plans
                 c.real.clear()
                 c.compute.clear()
-        start = start or time.perf_counter()
-        if time.perf_counter() - start > seconds:  # at least one timed round
+        start = start or time.perf_counter()  # the timed rounds begin after round 0
+        if r and time.perf_counter() - start > seconds:  # at least one timed round
             break
     rows = [c.row(steps) for c in cands]
     print(json.dumps({"backend": backend, "keras": keras.__version__,

@@ -56,21 +56,24 @@ CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 DEFAULT = "default (2 x LSTM 128, batch 128 x 40)"
 
 
-def best_config():
-    """configs/best-cpu.toml over the defaults, as ``textgen train --config`` resolves it."""
+def bundled_config(stem: str):
+    """configs/STEM.toml over the defaults, as ``textgen train --config`` resolves it."""
     from textgen.config import Config, load_toml, merge
 
-    return merge(Config(), load_toml(ROOT / "configs" / "best-cpu.toml"), "best-cpu.toml")
+    return merge(Config(), load_toml(ROOT / "configs" / f"{stem}.toml"), f"{stem}.toml")
 
 
-def _best_label() -> str:
-    """The best-cpu row's name, from the config itself so it never goes stale."""
-    best = best_config()
-    return (f"best-cpu ({best.model.layers} x LSTM {best.model.units}, "
-            f"batch {best.window.batch_size} x {best.window.window})")
+def best_config():
+    return bundled_config("best-cpu")
 
 
-BEST = _best_label()
+def config_label(name: str, cfg) -> str:
+    """A row's name, from the config itself so it never goes stale."""
+    return (f"{name} ({cfg.model.layers} x LSTM {cfg.model.units}, "
+            f"batch {cfg.window.batch_size} x {cfg.window.window})")
+
+
+BEST = config_label("best-cpu", best_config())
 SEED = "seed-style (one-hot, last char only)"
 WRITTEN = SEED + " as the seed code runs it (NumPy one-hot arrays, model.fit(x, y))"
 CHAINS = DEFAULT + ", not unrolled"
@@ -211,7 +214,8 @@ class ArrayCandidate(Candidate):
 
 def textgen_candidate(name, cfg, data, layout: str = "textgen", autotune: bool = False,
                       jit: bool = False, precision: str = "float32",
-                      full_batches: bool = True, pipeline: str = "textgen") -> Candidate:
+                      full_batches: bool = True, pipeline: str = "textgen",
+                      fused: bool = True) -> Candidate:
     """``layout``: "textgen" builds the model as a long `textgen train` does on this machine
     (devices.cpu_layout: on TensorFlow the chains and unrolling), "chains" without unrolling,
     "plain" as on a GPU. ``pipeline``: "textgen" is what textgen trains from (tf.data on
@@ -225,6 +229,8 @@ def textgen_candidate(name, cfg, data, layout: str = "textgen", autotune: bool =
 
     kwargs = cpu_layout(cfg.window.window, steps=10**6) if layout != "plain" else {}
     kwargs.update(fused_kernel_options(precision))  # as textgen train builds it
+    if not fused:  # the fused cuDNN kernel switched off, to measure what it is worth
+        kwargs["fused"] = False
     if layout == "chains":
         kwargs["window"] = None
     keras.utils.set_random_seed(0)
