@@ -20,6 +20,7 @@ config) when matplotlib is installed.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -29,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 TARGETS = {"tinyshakespeare": {5: "<= 1.50", 60: "<= 1.45"},
            "pymanual": {15: ">= 5% below KN"}}
 
@@ -62,7 +64,7 @@ def main() -> None:
     if args.config.stem != "best-cpu":  # another config's plots never replace the README's
         suffix += f"{args.config.stem}-"
     with tempfile.TemporaryDirectory() as tmp:
-        for minutes, seed in ((m, sd) for m in args.minutes for sd in args.seed):
+        for minutes, seed in itertools.product(args.minutes, args.seed):
             run = Path(tmp) / f"run-{minutes:g}-{seed}"
             t = time.perf_counter()
             textgen("train", corpus, "--config", args.config.resolve(), "--max-minutes", minutes,
@@ -80,7 +82,9 @@ def main() -> None:
                 pass  # matplotlib missing: the table still stands
             rows.append((minutes, seed, state, wall, models))
             print(f"done {minutes:g} min, seed {seed}: {models}", file=sys.stderr, flush=True)
-    backend = args.backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    from textgen.devices import default_backend  # what textgen train chose without --backend
+
+    backend = args.backend or default_backend()
     print(f"{name}, validation = last 10% of the file; {args.config.name}; {backend}; "
           f"{os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d')}\n")
     print("| budget | seed | training time | epochs (steps) | val nats/char | 6-gram KN | vs KN "
