@@ -22,10 +22,11 @@ import numpy as np
 import pytest
 
 from textgen import devices, runs
+from textgen.backends import tensorflow as tensorflow_backend
+from textgen.backends.tensorflow import train_dataset, val_dataset
 from textgen.config import Config, ModelConfig, WindowConfig
 from textgen.errors import ConfigError
-from textgen.windows import (TrainBatches, ValBatches, index_shuffle, train_dataset,
-                             val_dataset, window_starts)
+from textgen.windows import TrainBatches, ValBatches, index_shuffle, window_starts
 
 from .conftest import TINY_TEXT, invoke
 
@@ -329,20 +330,20 @@ def test_numpy_batches_shard_rows_between_processes():
 def test_a_gpu_run_gets_recurrent_layers_that_qualify_for_cudnn(monkeypatch):
     from textgen.model import build_model, fused_kernel_blockers
 
-    monkeypatch.setattr(devices, "gpus", lambda: ["GPU:0"])
+    monkeypatch.setattr(tensorflow_backend, "gpus", lambda: ["GPU:0"])
     layout = devices.cpu_layout(16, 10**6)
     assert layout == {}  # on a GPU: whole batches, not unrolled
     for cell in ("lstm", "gru"):
         cfg = ModelConfig(cell=cell, layers=2, units=4, embedding_dim=3, dropout=0.2,
                           style_dim=2)
         for styles in (0, 2):
-            found = fused_kernel_blockers(build_model(cfg, 11, styles, **layout))
+            found = fused_kernel_blockers(build_model(cfg, 11, styles, **layout), cell)
             assert found == {"rnn_0": [], "rnn_1": []}, found
     cpu = fused_kernel_blockers(build_model(ModelConfig(units=4, embedding_dim=3), 11,
-                                            chains=2, window=16))
+                                            chains=2, window=16), "lstm")
     assert cpu["rnn_0"] == ["unrolled", "split into chains"]
-    rnn = fused_kernel_blockers(build_model(ModelConfig(cell="rnn", units=4), 11))
-    assert rnn["rnn_0"] == ["vanilla RNN cell (no cuDNN kernel)"]
+    rnn = fused_kernel_blockers(build_model(ModelConfig(cell="rnn", units=4), 11), "rnn")
+    assert rnn["rnn_0"] == ["the rnn cell has no fused kernel on tensorflow"]
 
 
 def test_a_missing_framework_is_one_line_not_a_traceback(tmp_path):
@@ -372,9 +373,9 @@ def test_jax_runs_the_fused_kernel_in_float32_only(monkeypatch):
     off = "fused kernel switched off (use_cudnn=False)"
     for cell in ("lstm", "gru"):
         model = build_model(ModelConfig(cell=cell, units=4, embedding_dim=3), 11, fused=False)
-        assert fused_kernel_blockers(model) == {"rnn_0": [off], "rnn_1": [off]}
+        assert fused_kernel_blockers(model, cell) == {"rnn_0": [off], "rnn_1": [off]}
     rnn = build_model(ModelConfig(cell="rnn", units=4, embedding_dim=3), 11, fused=False)
-    assert off not in fused_kernel_blockers(rnn)["rnn_0"]  # SimpleRNN has no such switch
+    assert off not in fused_kernel_blockers(rnn, "rnn")["rnn_0"]  # SimpleRNN has no such switch
 
 
 def test_tensorflow_only_pieces_stay_on_tensorflow(monkeypatch):

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from textgen import devices
+from textgen.backends import tensorflow as tensorflow_backend
 from textgen.config import ModelConfig
 from textgen.runs import read_weights
 
@@ -39,8 +40,8 @@ def test_layouts_give_the_same_outputs_and_gradients(cell, rows):
 
 
 def test_cpu_layout_rule(monkeypatch):
-    monkeypatch.setattr(devices, "gpus", lambda: [])
-    monkeypatch.setattr(devices.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(tensorflow_backend, "gpus", lambda: [])
+    monkeypatch.setattr(tensorflow_backend.os, "cpu_count", lambda: 2)
     assert devices.cpu_layout(40, 50 * 40) == {"chains": 2, "window": 40}
     assert devices.cpu_layout(40, 50 * 40 - 1) == {"chains": 2, "window": None}  # too short
     assert devices.cpu_layout(40, 10**6, max_minutes=9) == {"chains": 2, "window": None}
@@ -48,10 +49,10 @@ def test_cpu_layout_rule(monkeypatch):
     assert devices.cpu_layout(201, 10**9) == {"chains": 2, "window": None}  # too long to unroll
     assert devices.cpu_layout(5, 500) == {"chains": 2, "window": 5}
     assert devices.cpu_layout(5, 499) == {}  # too short to repay the chains' graph
-    monkeypatch.setattr(devices.os, "cpu_count", lambda: 16)
+    monkeypatch.setattr(tensorflow_backend.os, "cpu_count", lambda: 16)
     assert devices.cpu_layout(40, 10**6) == {}  # not measured on larger machines
-    monkeypatch.setattr(devices.os, "cpu_count", lambda: 2)
-    monkeypatch.setattr(devices, "gpus", lambda: ["GPU:0"])
+    monkeypatch.setattr(tensorflow_backend.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(tensorflow_backend, "gpus", lambda: ["GPU:0"])
     assert devices.cpu_layout(40, 10**6) == {}  # cuDNN needs the plain layers
 
 

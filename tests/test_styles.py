@@ -8,7 +8,8 @@ import pytest
 
 from textgen.config import ModelConfig, WindowConfig
 from textgen.sample import Network, probabilities
-from textgen.windows import combine_splits, split_ids, train_dataset
+from textgen.backends.tensorflow import train_dataset
+from textgen.windows import combine_splits, split_ids
 
 from .conftest import invoke
 

@@ -99,9 +99,10 @@ def test_resume_in_the_cpu_layout_is_exact(tiny_corpus, tmp_path, monkeypatch):
     """Runs of 500 planned steps or more train in the CPU layout (one chain per core on a small
     CPU-only machine); the tests' runs are shorter, so here it is asked for at any length."""
     from textgen import devices
+    from textgen.backends import tensorflow as tensorflow_backend
 
-    monkeypatch.setattr(devices, "CHAINS_MIN_STEPS", 0)
-    monkeypatch.setattr(devices, "_small_cpu", lambda cores=None: 2)
+    monkeypatch.setattr(tensorflow_backend, "CHAINS_MIN_STEPS", 0)
+    monkeypatch.setattr(tensorflow_backend, "small_cpu", lambda cores=None: 2)
     layouts, rule = [], devices.cpu_layout
 
     def recorded(*args, **kwargs):

@@ -3,7 +3,8 @@ import pytest
 
 from textgen.config import WindowConfig
 from textgen.errors import CorpusError
-from textgen.windows import split_ids, steps_per_epoch, train_dataset, val_dataset, window_starts
+from textgen.backends.tensorflow import train_dataset, val_dataset
+from textgen.windows import split_ids, steps_per_epoch, window_starts
 
 
 def _batches(ds):

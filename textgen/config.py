@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import cells
 from .errors import ConfigError
 
-CELLS = ("lstm", "gru", "rnn")
 STRATEGIES = ("auto", "one", "mirrored", "multiworker")
 BACKENDS = ("tensorflow", "jax", "torch")  # Keras backends textgen trains on
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
@@ -142,7 +142,7 @@ class WindowConfig:
 class ModelConfig:
     """The network: Embedding -> layers x RNN cell (Dropout between) -> Dense logits."""
 
-    cell: str = "lstm"  # lstm | gru | rnn
+    cell: str = "lstm"  # a registered cell (cells.py)
     layers: int = 2
     units: int = 128  # hidden units per recurrent layer
     dropout: float = 0.2  # after each recurrent layer (never recurrent dropout: keeps cuDNN)
@@ -150,8 +150,7 @@ class ModelConfig:
     style_dim: int = 16  # with --style: size of the style embedding fed at every step
 
     def validate(self) -> None:
-        if self.cell not in CELLS:
-            raise ConfigError(f"model.cell must be one of {', '.join(CELLS)}, got {self.cell!r}")
+        cells.get(self.cell)  # ConfigError naming the registered cells
         _positive("model.layers", self.layers)
         _positive("model.units", self.units)
         _positive("model.embedding_dim", self.embedding_dim)

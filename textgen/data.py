@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import cells
 from ._version import __version__
 from .config import Config
 from .corpus import (RARE_FLAG, CorpusReport, document_bounds, find_files, nul_means_binary,
@@ -287,14 +288,14 @@ def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int)
       vocabularies (3,000 characters: ~340 MB of ~1.2 GB).
     """
     m, w = config.model, config.window
-    gates = {"lstm": 4, "gru": 3, "rnn": 1}[m.cell]
+    cell = cells.get(m.cell)
     params = vocab_size * m.embedding_dim + m.units * vocab_size + vocab_size
     inp = m.embedding_dim
     for _ in range(m.layers):
-        params += gates * m.units * (inp + m.units + 2)
+        params += cell.parameters(inp, m.units)
         inp = m.units
     positions = w.batch_size * w.window  # tokens per training step
-    recurrent = positions * m.layers * (gates + 2) * m.units * RECURRENT_COPIES
+    recurrent = positions * m.layers * cell.activation_floats * m.units * RECURRENT_COPIES
     logits = positions * vocab_size * LOGIT_COPIES  # the softmax-wide output, see above
     itemsize = 1 if vocab_size <= 256 else 2 if vocab_size <= 65536 else 4  # as Vocab.dtype
     start_size = 4 if n_ids < 2**31 else 8  # as windows.window_starts

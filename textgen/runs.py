@@ -22,8 +22,9 @@ This module alone names these files and defines the CSV logs' fields.
 Weight format (stable, read by h5py without TensorFlow): an HDF5 file with attribute
 ``format = "textgen-weights"`` and ``version = 1``, and one float32 dataset per tensor named
 ``embedding/embeddings`` (V x E), ``rnn_<i>/kernel`` (in x G*U), ``rnn_<i>/recurrent_kernel``
-(U x G*U), ``rnn_<i>/bias`` (G*U, or 2 x 3U for GRU), ``logits/kernel`` (U x V), ``logits/bias``
-(V), where G is 4 for LSTM (gates i, f, c, o), 3 for GRU (z, r, h; reset_after) and 1 for RNN.
+(U x G*U), ``rnn_<i>/bias`` (G*U, or R x G*U for a cell with R bias rows), ``logits/kernel``
+(U x V), ``logits/bias`` (V), where G is the cell's gate count (cells.py: 4 for LSTM, gates i,
+f, c, o).
 Runs trained with styles add ``style/embeddings`` (S x D); the first layer's input is then the
 token embedding followed by the style embedding (``rnn_0/kernel`` is (E + D) x G*U).
 
@@ -46,6 +47,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from . import cells
 from ._version import __version__
 from .config import Config, ModelConfig
 from .errors import ConfigError, DiskFull, RunError
@@ -223,21 +225,17 @@ def write_weights(path: Path, named: dict[str, np.ndarray],
     write_bytes(path, buf.getvalue())
 
 
-GATES = {"lstm": 4, "gru": 3, "rnn": 1}  # weight blocks per cell: LSTM i, f, c, o; GRU z, r, h
-
-
 def weight_shapes(model: ModelConfig, vocab_size: int, n_styles: int = 0
                   ) -> dict[str, tuple[int, ...]]:
     """The datasets of a weights file for this model and vocabulary, with their shapes."""
-    g, u = GATES[model.cell], model.units
+    cell, u = cells.get(model.cell), model.units
     shapes = {"embedding/embeddings": (vocab_size, model.embedding_dim)}
     if n_styles:
         shapes["style/embeddings"] = (n_styles, model.style_dim)
     inputs = model.embedding_dim + (model.style_dim if n_styles else 0)
     for i in range(model.layers):
-        shapes[f"rnn_{i}/kernel"] = (inputs if i == 0 else u, g * u)
-        shapes[f"rnn_{i}/recurrent_kernel"] = (u, g * u)
-        shapes[f"rnn_{i}/bias"] = (2, g * u) if model.cell == "gru" else (g * u,)
+        for name, shape in cell.weight_shapes(inputs if i == 0 else u, u).items():
+            shapes[f"rnn_{i}/{name}"] = shape
     shapes["logits/kernel"] = (u, vocab_size)
     shapes["logits/bias"] = (vocab_size,)
     return shapes

@@ -210,42 +210,12 @@ def _build_model(config: Config, vocab_size: int, n_styles: int, planned_steps: 
 
 def _datasets(config: Config, data: Prepared, spe: int, distribution):
     """(make(skip): the training batches from global step ``skip``, validation batches or
-    None). The same batches on every backend (tests/test_backends.py): on TensorFlow its
-    tf.data pipeline, measured faster there than a PyDataset (bench/train_speed.py); on JAX and
-    PyTorch NumPy-gathered batches through keras.utils.PyDataset (windows.py)."""
-    from .devices import backend, data_shard, shard_options
-    from .windows import TrainBatches, ValBatches, py_dataset, train_dataset, val_dataset
+    None): the same batches on every backend, from the backend's own input pipeline
+    (devices.datasets)."""
+    from .devices import datasets
 
-    split, cfg, seed, epochs = data.split, config.window, config.train.seed, config.train.epochs
-    if backend() == "tensorflow":
-        shard = shard_options(distribution)
-
-        def make(skip: int):
-            ds = train_dataset(split.train, cfg, seed, epochs, spe, skip=skip,
-                               starts=split.train_starts, segments=split.train_segments)
-            return ds.with_options(shard) if shard is not None else ds
-
-        val = (val_dataset(split.val, cfg, split.val_starts, split.val_segments)
-               if len(split.val) else None)
-        return make, (val.with_options(shard) if val is not None and shard is not None else val)
-
-    index, processes, local = data_shard()
-    rows = min(cfg.batch_size, split.n_train_windows)
-    if rows % (processes * local):
-        raise ConfigError(f"a batch of {rows} windows does not split evenly over the "
-                          f"{processes * local} devices; use a --batch-size that is a multiple "
-                          f"of {processes * local}")
-
-    def make_numpy(skip: int):  # each process feeds its own rows of every global batch
-        return py_dataset(TrainBatches(split.train, cfg, seed, epochs, spe, skip=skip,
-                                       starts=split.train_starts, segments=split.train_segments,
-                                       shard=(index, processes)))
-
-    # every process scores whole validation batches, repeated once per device of its own: the
-    # mean over copies is the mean, and every batch splits evenly
-    val = (py_dataset(ValBatches(split.val, cfg, split.val_starts, split.val_segments,
-                                 copies=local)) if len(split.val) else None)
-    return make_numpy, val
+    return datasets(data.split, config.window, config.train.seed, config.train.epochs, spe,
+                    distribution)
 
 
 def _fit(config: Config, data: Prepared, out: Path, *, resume: bool, save_every: int | None,

@@ -12,14 +12,10 @@ order of the stateless permutation ``index_shuffle(seed=(seed, e))``, computed b
 A run resumed at global step ``k`` skips the first ``k`` (epoch, batch) pairs (no data is
 touched) and sees exactly the batches it would have seen.
 
-Two pipelines give the same batches (tests/test_backends.py compares them): ``TrainBatches`` /
-``ValBatches`` gather with NumPy and feed every backend through ``keras.utils.PyDataset``
-(``index_shuffle`` is TensorFlow's permutation re-implemented bit for bit), and
-``train_dataset`` / ``val_dataset`` build tf.data pipelines, which train.py uses on TensorFlow
-only. Those use fixed, small settings with tf.data's autotuning switched off (``finish``):
-gathering a batch takes well under a millisecond against a training step of tens, and on a
-2-core machine the autotuner's threads cut training throughput to half or less in some ``fit``
-calls (bench/train_speed.py measures both).
+``TrainBatches`` / ``ValBatches`` gather with NumPy and feed JAX and PyTorch (any backend)
+through ``keras.utils.PyDataset`` (``numpy_datasets``); ``index_shuffle`` is TensorFlow's
+permutation re-implemented bit for bit, so they give exactly the batches of TensorFlow's tf.data
+pipeline (backends/tensorflow.py; tests/test_backends.py compares them batch for batch).
 """
 
 from __future__ import annotations
@@ -31,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import WindowConfig
-from .errors import CorpusError
+from .errors import ConfigError, CorpusError
 
 
 @dataclass(frozen=True)
@@ -80,7 +76,7 @@ def combine_splits(splits: list[Split], cfg: WindowConfig) -> tuple[Split, list[
     return split, repeats
 
 
-def _count_starts(length: int, cfg: WindowConfig) -> int:
+def count_starts(length: int, cfg: WindowConfig) -> int:
     """How many windows start every ``cfg.step`` ids in ``length`` ids with no document
     bounds (each needs ``window + 1`` ids)."""
     return len(range(0, max(length - cfg.window, 0), cfg.step))
@@ -110,7 +106,7 @@ def split_ids(ids: np.ndarray, cfg: WindowConfig, source: str = "corpus",
             cli_hint="--window")
     n_train = len(train)
     if bounds is None:
-        train_starts, n_windows = None, _count_starts(n_train, cfg)
+        train_starts, n_windows = None, count_starts(n_train, cfg)
     else:
         train_starts = window_starts(n_train, cfg.window, cfg.step, bounds, 0)
         n_windows = len(train_starts)
@@ -241,7 +237,7 @@ class TrainBatches:
                  shard: tuple[int, int] = (0, 1)):
         self.ids, self.cfg, self.seed, self.skip = ids, cfg, seed, skip
         self.starts, self.segments, self.full_batches = starts, segments, full_batches
-        self.n = _count_starts(len(ids), cfg) if starts is None else len(starts)
+        self.n = count_starts(len(ids), cfg) if starts is None else len(starts)
         self.per_epoch = min(steps, -(-self.n // cfg.batch_size))
         self.length = max(epochs * self.per_epoch - skip, 0)
         rows = min(cfg.batch_size, self.n)
@@ -309,107 +305,25 @@ def py_dataset(batches):
     return Batches()
 
 
-# ----------------------------------------------------------------------------- tf.data
+def numpy_datasets(split: Split, cfg: WindowConfig, seed: int, epochs: int, spe: int,
+                   shard: tuple[int, int, int] = (0, 1, 1)):
+    """(make(skip): the training batches from global step ``skip``, validation batches or
+    None) as PyDatasets (the JAX and PyTorch pipelines). ``shard`` = (this process, processes,
+    devices of this process): each process feeds its own rows of every global batch; every
+    process scores whole validation batches, repeated once per device of its own (the mean
+    over copies is the mean, and every batch splits evenly)."""
+    index, processes, local = shard
+    rows = min(cfg.batch_size, split.n_train_windows)
+    if rows % (processes * local):
+        raise ConfigError(f"a batch of {rows} windows does not split evenly over the "
+                          f"{processes * local} devices; use a batch size that is a multiple "
+                          f"of {processes * local}", cli_hint="--batch-size")
 
-def _gather(ids_v, starts, window: int, segments=None):
-    """Windows at ``starts``: (x, y), or ((x, style), y) with style segments (style ids repeated
-    at every position, the model's second input)."""
-    import tensorflow as tf
+    def make(skip: int):
+        return py_dataset(TrainBatches(split.train, cfg, seed, epochs, spe, skip=skip,
+                                       starts=split.train_starts, segments=split.train_segments,
+                                       shard=(index, processes)))
 
-    starts = tf.cast(starts, tf.int64)
-    positions = starts[:, None] + tf.range(window + 1, dtype=tf.int64)[None, :]
-    seq = tf.cast(tf.gather(ids_v, positions), tf.int32)
-    x, y = seq[:, :-1], seq[:, 1:]
-    if segments is None:
-        return x, y
-    style = tf.searchsorted(segments, starts, side="right") - 1
-    return (x, tf.broadcast_to(tf.cast(style, tf.int32)[:, None], tf.shape(x))), y
-
-
-def _held(array: np.ndarray):
-    """A tf.Variable holding ``array``: pipelines capture its handle, not a copy of the data
-    (a captured constant is copied into the dataset graph, twice over for 100 MB of ids)."""
-    import tensorflow as tf
-
-    return tf.Variable(array, trainable=False, name="ids")
-
-
-def train_dataset(ids: np.ndarray, cfg: WindowConfig, seed: int, epochs: int,
-                  steps: int, skip: int = 0, starts: np.ndarray | None = None,
-                  segments: np.ndarray | None = None, autotune: bool = False,
-                  full_batches: bool = True):
-    """Batches for ``epochs`` epochs of ``steps`` steps each, reshuffled per epoch, after ``skip``.
-
-    ``starts=None`` means every ``cfg.step``-th offset. Epoch ``e`` visits the windows in the
-    order of ``index_shuffle`` with seed (seed, e): a pseudorandom permutation computed batch by
-    batch, so no array of windows (4 bytes per window, 120 MB for 100 MB of text) or of its
-    shuffled copy is ever made, and skipping to a step costs nothing.
-
-    Every batch holds ``min(batch_size, windows)`` windows: an epoch's last batch is topped up
-    with the first windows of the same epoch's order (fewer than one batch are seen twice). A
-    fixed batch shape lets TensorFlow plan the training step's graph with every shape known
-    (bench/train_speed.py measures it against ``full_batches=False``, a short last batch).
-    """
-    import tensorflow as tf
-
-    ids_v = _held(ids)
-    if starts is None:
-        n = _count_starts(len(ids), cfg)
-
-        def window_start(i):
-            return i * cfg.step
-    else:
-        n = len(starts)
-        starts_v = _held(starts)
-
-        def window_start(i):
-            return tf.cast(tf.gather(starts_v, i), tf.int64)
-
-    batch = cfg.batch_size
-    per_epoch = min(steps, -(-n // batch))  # batches of one pass, capped at steps
-    seed_t = tf.constant(seed, tf.int64)
-    rows = min(batch, n) if full_batches else None
-
-    def batch_starts(epoch, b):
-        first = b * batch
-        if full_batches:  # an epoch's last batch wraps round to the epoch's first windows
-            index = (first + tf.range(rows, dtype=tf.int64)) % n
-        else:
-            index = tf.range(first, tf.minimum(first + batch, n), dtype=tf.int64)
-        order = tf.random.experimental.index_shuffle(
-            index, seed=tf.stack([seed_t, epoch]), max_index=n - 1)
-        return window_start(order)
-
-    ds = tf.data.Dataset.range(epochs).flat_map(
-        lambda e: tf.data.Dataset.range(per_epoch).map(lambda b: (e, b)))
-    ds = ds.skip(skip).map(batch_starts)
-    seg = None if segments is None else tf.constant(segments, tf.int64)
-    return finish(ds.map(lambda s: _gather(ids_v, s, cfg.window, seg)), autotune)
-
-
-def val_dataset(ids: np.ndarray, cfg: WindowConfig, starts: np.ndarray | None = None,
-                segments: np.ndarray | None = None):
-    """Non-overlapping windows over the validation tail, in order (each target scored once)."""
-    import tensorflow as tf
-
-    if starts is None:
-        starts = window_starts(len(ids), cfg.window, cfg.window)
-    ids_v = _held(ids)
-    seg = None if segments is None else tf.constant(segments, tf.int64)
-    ds = tf.data.Dataset.from_tensor_slices(starts).batch(cfg.batch_size)
-    return finish(ds.map(lambda s: _gather(ids_v, s, cfg.window, seg)))
-
-
-PREFETCH = 2  # batches gathered ahead of the training step
-
-
-def finish(ds, autotune: bool = False):
-    """Prefetch ``PREFETCH`` batches with tf.data's autotuning off; ``autotune=True`` gives
-    tf.data's own default instead (bench/train_speed.py compares the two)."""
-    import tensorflow as tf
-
-    if autotune:
-        return ds.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    options.autotune.enabled = False
-    return ds.prefetch(PREFETCH).with_options(options)
+    val = (py_dataset(ValBatches(split.val, cfg, split.val_starts, split.val_segments,
+                                 copies=local)) if len(split.val) else None)
+    return make, val
