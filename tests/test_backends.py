@@ -405,3 +405,36 @@ def test_backend_may_change_on_resume():
 
     assert ("train", "backend") in RESUMABLE_CHANGES
     assert Config().train.backend == "tensorflow"
+
+
+def test_keras_builds_symbolically_without_a_training_batch_under_one_worker():
+    """backends/tensorflow.adapt_model replaces Keras's ``_maybe_symbolic_build`` on textgen's
+    model under MultiWorkerMirroredStrategy only (there its reduction of a batch across workers
+    fails; tests/test_cloud.py trains two workers). This pins the Keras behaviour that lets it
+    leave every other strategy alone: the symbolic build still reduces a batch (the source),
+    but takes it from an iterator of its own, so training starts at the first batch (a
+    release that lost a batch here would fail the first assertion below)."""
+    import inspect
+
+    import keras
+    import tensorflow as tf
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    assert "distribute_strategy.reduce(" in inspect.getsource(
+        TensorFlowTrainer._maybe_symbolic_build)
+    batches = [(np.full((2, 1), float(i + 1), "float32"), np.zeros((2, 1), "float32"))
+               for i in range(3)]
+    for strategy in (tf.distribute.OneDeviceStrategy("/cpu:0"),
+                     tf.distribute.MirroredStrategy(["/cpu:0"])):
+        with strategy.scope():
+            x = keras.Input((1,))
+            model = keras.Model(x, keras.layers.Dense(1, use_bias=False,
+                                                      kernel_initializer="ones")(x))
+            model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+        tensorflow_backend.adapt_model(model, strategy)
+        assert "_maybe_symbolic_build" not in vars(model)  # left alone under one worker
+        data = tf.data.Dataset.from_tensor_slices(
+            ([b[0] for b in batches], [b[1] for b in batches]))
+        model.fit(data, epochs=1, steps_per_epoch=1, verbose=0)
+        # one SGD step of w = 1 on mean((w x)^2) at the first batch, x = 1
+        assert float(model.layers[-1].kernel.numpy()[0, 0]) == pytest.approx(1.0 - 0.01 * 2)

@@ -188,25 +188,25 @@ def _multi_worker(strategy) -> bool:
 
 
 def adapt_model(model, strategy) -> None:
-    """Work around two Keras 3 problems with tf.distribute (keras-team/keras#20585).
+    """Work around two Keras 3 problems with MultiWorkerMirroredStrategy
+    (keras-team/keras#20585); models under any other strategy are left as they are.
 
-    1. Under any strategy, ``fit`` first takes one batch from the data iterator to build the
-       model's loss and metrics symbolically (``TensorFlowTrainer._maybe_symbolic_build``): that
-       consumes a training batch, so a run trained under a strategy would skip one batch of its
-       (seed, epoch) order, and under MultiWorkerMirroredStrategy the batch's reduction across
-       replicas fails. No public Keras seam turns the symbolic build off or feeds it another
-       batch: ``fit`` calls it unconditionally with the training iterator. Our functional model
-       is already built, so the build runs on a fixed dummy batch instead (the replaced method
-       is an instance attribute of our own model, nothing global);
-       tests/test_backends.py pins the Keras behaviour this relies on.
-    2. Under MultiWorkerMirroredStrategy each step's scalar logs are reduced with
-       ``strategy.reduce("MEAN", v, axis=0)``, which fails on 0-d tensors; the step functions
-       (``train_step``/``test_step``, Keras's public seam for a custom step) return shape-(1,)
-       logs so that reduction is the mean over replicas it was meant to be.
+    1. ``fit`` first builds the model's loss and metrics symbolically from a batch it takes from
+       the training data (``TensorFlowTrainer._maybe_symbolic_build``), reducing that batch
+       across replicas; across workers the reduction of our integer ids fails. No public Keras
+       seam skips that build or gives it another batch (``fit`` calls it unconditionally), so
+       on our own model instance (nothing global) it is replaced by a build from a fixed dummy
+       batch: our functional model is already built. tests/test_backends.py pins the Keras
+       behaviour around it (under one worker the build takes no training batch, so nothing is
+       replaced there) and tests/test_cloud.py trains two workers with the replacement.
+    2. Each step's scalar logs are reduced with ``strategy.reduce("MEAN", v, axis=0)``, which
+       fails on 0-d tensors; the step functions (``train_step``/``test_step``, Keras's public
+       seam for a custom step) return shape-(1,) logs so that reduction is the mean over
+       replicas it was meant to be.
     """
     import types
 
-    if getattr(model, "_distribute_strategy", None) is None:
+    if getattr(model, "_distribute_strategy", None) is None or not _multi_worker(strategy):
         return
     t = tf()
 
@@ -216,16 +216,14 @@ def adapt_model(model, strategy) -> None:
         with self.distribute_strategy.scope():  # has two inputs
             self._symbolic_build(data_batch=(x, dummies[0]))
 
+    def vectorised(step):
+        def run(data):
+            return {k: t.reshape(v, [1]) for k, v in step(data).items()}
+        return run
+
     model._maybe_symbolic_build = types.MethodType(symbolic_build, model)
-    if _multi_worker(strategy):
-
-        def vectorised(step):
-            def run(data):
-                return {k: t.reshape(v, [1]) for k, v in step(data).items()}
-            return run
-
-        model.train_step = vectorised(model.train_step)
-        model.test_step = vectorised(model.test_step)
+    model.train_step = vectorised(model.train_step)
+    model.test_step = vectorised(model.test_step)
 
 
 def shard_options(strategy):
