@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from textgen.export import dump_dom, find_browser, page_url, read_element
-from textgen.sample import load, probabilities
+from textgen.sample import load
+from textgen.sampling import PAGE_CHARS_MAX, probabilities
 
 from .conftest import invoke
 
@@ -207,8 +208,8 @@ def test_page_probabilities_match_numpy(kind, prime, opts, export_runs, pages, b
         if vocab.unk_id is not None:
             logits = logits.copy()
             logits[:, vocab.unk_id] = -np.inf
-        ours.append(probabilities(logits, opts.get("temperature", 1.0), opts.get("top_k"),
-                                  opts.get("top_p"))[0])
+        settings = {k: v for k, v in opts.items() if k in PROCESSOR_FIELDS}
+        ours.append(probabilities(logits, **{"temperature": 1.0, **settings})[0])
     ours = np.array(ours)
     assert page.shape == ours.shape == (len(ids), len(vocab)) and len(ids) >= 3
     assert np.allclose(page.sum(axis=1), 1.0)
@@ -216,6 +217,45 @@ def test_page_probabilities_match_numpy(kind, prime, opts, export_runs, pages, b
     assert diff < 1e-4, f"{kind}: max abs difference {diff}"
     if "top_k" in opts:  # the filter really cut the distribution
         assert ((page > 0).sum(axis=1) <= opts["top_k"]).all()
+
+
+# A value for each sampling processor (sampling.PROCESSORS) that changes the distribution of
+# the models below; a processor added without one here fails test_every_processor_is_tested.
+PROCESSOR_VALUES = {"temperature": 0.6, "top_k": 4, "top_p": 0.8}
+PROCESSOR_FIELDS = set(PROCESSOR_VALUES)
+
+
+def test_every_processor_is_tested():
+    from textgen.sampling import PROCESSORS
+
+    assert {p.field for p in PROCESSORS} == PROCESSOR_FIELDS
+
+
+@pytest.mark.parametrize("field", sorted(PROCESSOR_FIELDS))
+@pytest.mark.parametrize("engine", ["wasm", "js"])
+def test_each_processor_in_the_page_matches_numpy(field, engine, export_runs, pages, browser):
+    """Parity processor by processor: the page's JavaScript mirror of each of sampling.py's
+    processors, alone, against NumPy's (on both of the page's engines)."""
+    opts = {field: PROCESSOR_VALUES[field], "engine": engine}
+    test_page_probabilities_match_numpy("lstm", "a dog ran", opts, export_runs, pages, browser)
+
+
+def test_a_subnormal_temperature_is_greedy_in_the_page_and_the_cli(export_runs, pages, browser):
+    """T = 1e-310: 1/T overflows, so it means greedy (the likeliest token), whatever the
+    logits' offset; the page once computed exp(Inf - Inf) = NaN and chose token 0."""
+    prime = "the cat sat"
+    text, attrs, error = run_page(browser, pages["lstm"], prime=prime, debug="probs",
+                                  temperature="1e-310")
+    assert error == ""
+    page = np.array(json.loads(text)["probs"])
+    gen = load(export_runs["lstm"])
+    state, net = gen.network.initial_state(1), gen.network
+    for row, i in zip(page, gen.check_prime(prime)):
+        logits, state = net.step(np.array([i]), state)
+        assert row.tolist() == np.eye(len(row))[logits[0].argmax()].tolist()
+        for shifted in (logits - logits.max() - 50.0, logits + 1e6):  # all negative; all huge
+            cli = probabilities(shifted, 1e-310)[0]
+            assert cli.tolist() == np.eye(len(row))[logits[0].argmax()].tolist()
 
 
 def test_page_seed_gives_the_same_text_on_every_load(pages, browser):
@@ -280,10 +320,21 @@ def test_page_generates_in_chunks_and_stays_responsive(pages, browser):
     """Without virtual time the DOM is dumped at load: a long generation must have yielded to
     the browser by then (text so far shown, not finished)."""
     text, attrs, _ = run_page(browser, pages["lstm"], budget_ms=0, prime="the ",
-                              chars=2_000_000, temperature=1, seed=1, autorun=1)
+                              chars=PAGE_CHARS_MAX, temperature=1, seed=1, autorun=1)
     assert "data-done" not in attrs
-    assert 0 < int(attrs["data-tokens"]) < 2_000_000
+    assert 0 < int(attrs["data-tokens"]) < PAGE_CHARS_MAX
     assert len(text) == 4 + int(attrs["data-tokens"])
+
+
+@pytest.mark.parametrize("chars", ["1e300", str(PAGE_CHARS_MAX + 1), "2.5", "-3"])
+def test_page_refuses_lengths_beyond_its_maximum(pages, browser, chars):
+    """The page caps a sample's length at sampling.PAGE_CHARS_MAX (the form and the query):
+    chars=1e300 once kept a headless browser busy for ever."""
+    text, attrs, error = run_page(browser, pages["lstm"], prime="the ", chars=chars,
+                                  temperature=1, seed=1, autorun=1)
+    assert attrs.get("data-done") == "1" and attrs.get("data-error") == "1"
+    assert error == (f"Error: chars must be an integer >= 1 and <= {PAGE_CHARS_MAX}, "
+                     f"got \"{chars}\"")
 
 
 def test_page_header_describes_the_model(export_runs, pages, browser):

@@ -16,7 +16,7 @@ RANK = {
     "_version": 0, "errors": 0,
     "cells": 1,
     "config": 2,
-    "vocab": 3, "corpus": 3,
+    "vocab": 3, "corpus": 3, "sampling": 3,
     "windows": 4,
     "data": 5, "backends.base": 5,
     "backends.tensorflow": 6, "backends.jax": 6, "backends.torch": 6,

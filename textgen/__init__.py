@@ -15,15 +15,19 @@ from typing import TYPE_CHECKING
 
 from ._version import __version__
 
-__all__ = ["__version__", "Generator", "Sample", "SampleRequest", "load"]
+# name -> the module that defines it (imported on first use)
+_HOMES = {"Generator": "sample", "Sample": "sample", "load": "sample",
+          "SampleRequest": "sampling", "SamplingError": "sampling"}
+__all__ = ["__version__", *_HOMES]
 
 if TYPE_CHECKING:
-    from .sample import Generator, Sample, SampleRequest, load
+    from .sample import Generator, Sample, load
+    from .sampling import SampleRequest, SamplingError
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        from . import sample
+    if name in _HOMES:
+        import importlib
 
-        return getattr(sample, name)
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
     raise AttributeError(f"module 'textgen' has no attribute {name!r}")

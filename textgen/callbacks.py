@@ -327,7 +327,8 @@ class TrainingSamples(_RunCallback):
 
 def training_samples(model_cfg: ModelConfig, named: dict, vocab, styles: list[str], chars: int,
                      epoch: int, step: int) -> str:
-    from .sample import Network, SampleRequest, default_prime, generate_texts
+    from .sample import Network, default_prime, generate_texts
+    from .sampling import SampleRequest
 
     net = Network(model_cfg, named)
     prime = vocab.encode(default_prime(vocab))

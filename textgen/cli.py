@@ -16,8 +16,9 @@ from pathlib import Path
 
 import click
 
+from . import cells
 from ._version import __version__
-from .errors import PrimeError, TextgenError
+from .errors import PrimeError, RunError, TextgenError
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEFAULT_RUN = "checkpoints/latest"
@@ -123,6 +124,23 @@ def clean_options(f):
     return f
 
 
+class CellChoice(click.Choice):
+    """The registered recurrent cells (cells.py), read when an option is parsed or shown, so a
+    cell registered by a program that calls the CLI in-process is a valid choice too."""
+
+    def __init__(self, extra: tuple[str, ...] = ()):
+        self.extra = tuple(extra)
+        super().__init__(())
+
+    @property
+    def choices(self):
+        return (*cells.names(), *self.extra)
+
+    @choices.setter
+    def choices(self, value):  # click.Choice.__init__ assigns it; the registry is the source
+        pass
+
+
 class Finite(click.FloatRange):
     """A FloatRange that also refuses nan and infinities (which compare as in range)."""
 
@@ -206,7 +224,7 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
 @click.option("--val-split", type=FRACTION,
               help="Fraction held out from the end of the text for validation [0.1].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per step [128].")
-@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn"]), help="Recurrent cell [lstm].")
+@click.option("--cell", type=CellChoice(), help="Recurrent cell [lstm].")
 @click.option("--layers", type=click.IntRange(min=1), help="Recurrent layers [2].")
 @click.option("--units", type=click.IntRange(min=1), help="Units per recurrent layer [128].")
 @click.option("--dropout", type=FRACTION,
@@ -328,33 +346,49 @@ def clean(inputs, output, report, report_json, config_file, **flags):
         write_text(output, prep.text)
 
 
+def sampling_options(f):
+    """The sampling settings' options, made from their one declaration (sampling.py): names,
+    help and types; values are checked once, by SampleRequest (``_request``). ``--temperature``
+    may be repeated: one block of samples per value."""
+    from .sampling import SETTINGS, cli_fields
+
+    kinds = {int: click.INT, float: click.FLOAT, str: click.STRING}
+    options = []
+    for name, setting in cli_fields().items():
+        swept = name in SWEPT
+        flags = [setting.cli, *(["--diversity"] if name == "temperature" else [])]
+        range_ = setting.describe_range()
+        default = SETTINGS[name].kind is int and name == "n"
+        options.append(click.option(
+            *flags, name, type=kinds[setting.kind], multiple=swept or setting.many > 1,
+            default=1 if default else None, show_default=default,
+            help=setting.help[0].upper() + setting.help[1:] + (f" ({range_})" if range_ else "")
+                 + ("; repeat for one block per value [1.0]" if swept else "")
+                 + (f"; repeat for up to {setting.many}" if setting.many > 1 else "") + "."))
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+SWEPT = {"temperature"}  # sampling settings the command line may repeat (one block per value)
+
+
 @cli.command(context_settings=CONTEXT)
 @click.option("--run", "run_dir", default=DEFAULT_RUN, show_default=True,
               type=click.Path(path_type=Path), help="Run folder to sample from.")
-@click.option("--chars", type=click.IntRange(min=1), help="Characters per sample [500].")
-@click.option("--lines", type=click.IntRange(min=1), help="Or: generated lines per sample.")
-@click.option("--temperature", "--diversity", "temperatures", type=Finite(min=0), multiple=True,
-              help="Sampling temperature; repeat for one block per value. 0 = greedy [1.0].")
-@click.option("--top-k", type=click.IntRange(min=1), help="Sample only from the K likeliest.")
-@click.option("--top-p", type=Finite(0, 1, min_open=True),
-              help="Sample only from the smallest set with mass P.")
-@click.option("--prime", help="Text to start from (output starts with it).")
+@sampling_options
 @click.option("--prime-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="Read the prime text from a file.")
-@click.option("--n", "n", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Samples per temperature, generated as one batch.")
-@click.option("--stop", help="End each sample at this string.")
-@click.option("--seed", type=click.IntRange(min=0), help="Random seed; same seed, same text.")
 @click.option("--output", "-o", type=click.Path(path_type=Path),
               help="Write to FILE instead of stdout (refuses to overwrite).")
 @click.option("--stream", is_flag=True, help="Print characters as they are generated.")
 @click.option("--format", "fmt", type=click.Choice(["text", "jsonl"]), default="text",
               show_default=True, help="jsonl: one record per sample with its settings.")
 @click.option("--replay", metavar="RECORD", help="Regenerate a JSONL record (JSON text).")
-@click.option("--style", help="Runs trained with styles: the style to write in.")
-def sample(run_dir, chars, lines, temperatures, top_k, top_p, prime, prime_file, n, stop, seed,
-           output, stream, fmt, replay, style):
+def sample(run_dir, prime_file, output, stream, fmt, replay, **settings):
     """Generate text from a trained run (NumPy only: starts in well under a second).
+
+    --prime random starts from a random training passage, one window long.
 
     \b
     textgen sample --chars 500 --temperature 0.2
@@ -368,52 +402,55 @@ def sample(run_dir, chars, lines, temperatures, top_k, top_p, prime, prime_file,
     if replay is not None:
         record = _parse_record(replay)
         run_dir = Path(record.get("run", run_dir)) if run_dir == Path(DEFAULT_RUN) else run_dir
-    if prime is not None and prime_file is not None:
+    if settings["prime"] is not None and prime_file is not None:
         raise click.UsageError("give --prime or --prime-file, not both")
     if prime_file is not None:
-        prime = _read_prime_file(prime_file)
-    if stream and n > 1:
+        settings["prime"] = _read_prime_file(prime_file)
+    if stream and settings["n"] > 1:
         raise click.UsageError("--stream prints one sample at a time; use it with --n 1")
     if output is not None and output.exists():
         raise click.UsageError(f"{output} already exists; choose another --output or remove it")
 
     gen = load(run_dir)
-    requests = _sample_requests(gen, record, prime, chars, lines, temperatures, top_k, top_p, n,
-                                seed, stop, style)
+    requests = _sample_requests(gen, record, settings)
     with click.open_file(str(output) if output else "-", "w", encoding="utf-8",
                          atomic=output is not None) as sink:
         for req in requests:
             _write_samples(sink, gen, req, run_dir, fmt, stream, record,
-                           headers=fmt == "text" and (len(requests) > 1 or n > 1))
+                           headers=fmt == "text" and (len(requests) > 1 or req.n > 1))
 
 
-def _sample_requests(gen, record, prime, chars, lines, temperatures, top_k, top_p, n, seed,
-                     stop, style) -> list:
-    from .sample import SampleRequest, request_from_record, validate_request
+def _request(**values):
+    """A SampleRequest; a value it refuses is a usage error naming the option."""
+    from .sampling import SETTINGS, SampleRequest, SamplingError
+
+    try:
+        return SampleRequest(**values)
+    except SamplingError as e:
+        raise click.BadParameter(str(e), param_hint=f"'{SETTINGS[e.field].cli}'") from None
+
+
+def _sample_requests(gen, record, settings: dict) -> list:
+    from .sampling import request_of
 
     if record is not None:
-        requests = [request_from_record(record, gen.weights_hash)]
-    else:
-        if chars is None and lines is None:
-            chars = 500
-        if prime == "random":
-            prime = gen.random_prime(seed)
-        requests = [SampleRequest(prime=prime, chars=chars, lines=lines, temperature=t,
-                                  top_k=top_k, top_p=top_p, n=n, seed=seed, stop=stop,
-                                  style=style)
-                    for t in (temperatures or (1.0,))]
-    for req in requests:
-        try:
-            validate_request(req)
-        except ValueError as e:
-            raise click.UsageError(str(e)) from None
-    return requests
+        if record.get("weights") not in (None, gen.weights_hash):
+            raise RunError(f"record was made with weights {record['weights']}, this run has "
+                           f"{gen.weights_hash}; sample from the run that made it",
+                           cli_hint="pass --run with that run folder")
+        return [request_of(record)]
+    values = {k: (v or None) if isinstance(v, tuple) else v for k, v in settings.items()}
+    if values["prime"] == "random":
+        values["prime"] = gen.random_prime(values["seed"])
+    temperatures = values.pop("temperature") or (1.0,)
+    return [_request(**values, temperature=t) for t in temperatures]
 
 
 def _write_samples(sink, gen, req, run_dir, fmt, stream, record, headers) -> None:
     """One request's samples to ``sink``: as text (streamed as generated with ``stream``) or as
     JSONL records."""
-    from .sample import sample_record
+    from .sampling import SETTINGS, SamplingError
+    from .sampling import record as make_record
 
     # One text sample is written as it is generated, in constant memory (flushed per
     # character with --stream); several are generated as a batch and written at the end.
@@ -433,11 +470,13 @@ def _write_samples(sink, gen, req, run_dir, fmt, stream, record, headers) -> Non
         results = gen.sample(req, on_text=on_text if streaming else None, keep=not streaming)
     except PrimeError as e:
         raise _usage(e) from None
+    except SamplingError as e:
+        raise click.BadParameter(str(e), param_hint=f"'{SETTINGS[e.field].cli}'") from None
     for s in results:
         if record is not None and s.index != record.get("index", 0):
             continue
         if fmt == "jsonl":
-            rec = sample_record(req, s, gen.weights_hash, run_dir)
+            rec = make_record(req, s.text, s.prime, s.seed, s.index, gen.weights_hash, run_dir)
             sink.write(json.dumps(rec, ensure_ascii=False) + "\n")
         elif streaming:
             sink.write("\n")
@@ -457,12 +496,12 @@ def _header(req, index) -> str:
 
 
 def _parse_record(text: str) -> dict:
-    from .sample import parse_record
+    from .sampling import parse_record
 
     try:
         return parse_record(text)
     except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--replay") from None
+        raise click.BadParameter(str(e), param_hint="'--replay'") from None
 
 
 PRIME_FILE_MAX = 1_000_000  # bytes: a prime is context, not a corpus
@@ -473,12 +512,12 @@ def _read_prime_file(path: Path) -> str:
         data = f.read(PRIME_FILE_MAX + 1)
     if len(data) > PRIME_FILE_MAX:
         raise click.BadParameter(f"{path} is over {PRIME_FILE_MAX:,} bytes; a prime is the "
-                                 "start of a text, give a shorter one", param_hint="--prime-file")
+                                 "start of a text, give a shorter one", param_hint="'--prime-file'")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise click.BadParameter(f"{path}: byte 0x{data[e.start]:02x} at offset {e.start} is not "
-                                 "UTF-8; save the prime as UTF-8", param_hint="--prime-file") from None
+                                 "UTF-8; save the prime as UTF-8", param_hint="'--prime-file'") from None
 
 
 @cli.command(context_settings=CONTEXT)
@@ -564,8 +603,8 @@ def classify(run_dir, text, file_, as_json):
 
 
 @cli.command("check-gradients", context_settings=CONTEXT)
-@click.option("--cell", type=click.Choice(["lstm", "gru", "rnn", "all"]), default="all",
-              show_default=True, help="Cell type(s) to check.")
+@click.option("--cell", type=CellChoice(extra=("all",)), default="all", show_default=True,
+              help="Cell type(s) to check.")
 @click.option("--layers", type=click.IntRange(min=1), default=2, show_default=True)
 @click.option("--units", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -580,7 +619,7 @@ def check_gradients_cmd(cell, layers, units, seed, tolerance, backend):
 
     \b
     textgen check-gradients
-    textgen check-gradients --cell gru --units 8
+    textgen check-gradients --cell lstm --units 8
     textgen check-gradients --backend jax
     """
     backend = _use_backend(backend)
@@ -589,7 +628,7 @@ def check_gradients_cmd(cell, layers, units, seed, tolerance, backend):
     from .gradcheck import check_gradients, format_rows
 
     failed = False
-    for c in (["lstm", "gru", "rnn"] if cell == "all" else [cell]):
+    for c in (cells.names() if cell == "all" else [cell]):
         cfg = ModelConfig(cell=c, layers=layers, units=units, embedding_dim=4, dropout=0.0)
         rows = check_gradients(cfg, seed=seed)
         click.echo(f"{c}: {layers} x {units} units, float64, central differences, "
@@ -678,8 +717,8 @@ def export(run_dir, output):
     sampler; it makes no network request (a Content-Security-Policy forbids them), so it works
     opened from disk or from any static host. It has prime text, length, temperature (quick
     picks 0.2 / 0.5 / 1.0), top-k, top-p, seed, a style picker for styled runs, Generate, Stop
-    and Copy, and shows text as it is generated. It supports LSTM, GRU and RNN cells, any depth,
-    character and word level.
+    and Copy, and shows text as it is generated. It supports every cell textgen trains, any
+    depth, character and word level.
 
     At temperature 0 the page writes exactly what `textgen sample --temperature 0` prints for
     the same prime; its next-token probabilities agree with the NumPy sampler to 1e-4. With a

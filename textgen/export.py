@@ -2,16 +2,17 @@
 
 ``textgen export RUN -o page.html`` writes a single HTML file holding the weights (float32,
 base64, little-endian), the vocabulary, the cleaning rules a prime text gets and a JavaScript
-sampler that mirrors textgen/sample.py step for step: the same forward pass (LSTM, GRU, vanilla
-RNN, any depth, styles), the same prime checks, temperature/top-k/top-p and the same inverse-CDF
+sampler that mirrors textgen/sample.py step for step: the same forward pass (every cell of
+cells.py, any depth, styles), the same prime checks, temperature/top-k/top-p and the same inverse-CDF
 draw. At temperature 0 the page writes exactly what ``textgen sample --temperature 0`` prints;
 with a temperature the draws come from the page's own seeded generator (mulberry32), a stream
 different from NumPy's, so page seeds and CLI seeds give different texts. A Content-Security-
 Policy meta tag forbids every network request: the page works from disk or any static host.
 
-The page reads query parameters ``prime``, ``chars``, ``temperature``, ``top_k``, ``top_p``,
-``seed``, ``style`` and ``autorun=1`` (generate on load; the element ``#output`` then holds the
-prime and the text and gets ``data-done="1"``). ``debug=probs`` writes, as JSON into
+The page's form and query parameters are the sampling settings that sampling.py declares for the
+page (``prime``, ``chars`` up to sampling.PAGE_CHARS_MAX, ``temperature``, ``top_k``, ``top_p``,
+``seed``, ``style``), checked by the same ranges; ``autorun=1`` generates on load (the element
+``#output`` then holds the prime and the text and gets ``data-done="1"``). ``debug=probs`` writes, as JSON into
 ``#output``, the next-token distribution after each token of the prime (``window.textgenProbs``
 returns the same).
 
@@ -34,11 +35,12 @@ from typing import Any
 
 import numpy as np
 
-from . import runs
+from . import cells, runs
 from ._version import __version__
 from .errors import RunError
 from .model import weight_names
 from .sample import default_prime
+from .sampling import page_fields
 from .vocab import NO_SPACE_AFTER, NO_SPACE_BEFORE
 
 HTML_SUFFIXES = (".html", ".htm")
@@ -46,6 +48,7 @@ KERAS_SUFFIXES = (".keras",)
 SUFFIXES = HTML_SUFFIXES + KERAS_SUFFIXES
 TEMPLATE = Path(__file__).with_name("export_page.html")
 DATA_MARK = "/*TEXTGEN_DATA*/"
+CELLS_MARK = "/*TEXTGEN_CELLS*/"
 PAGE_FORMAT = "textgen-page"
 
 
@@ -97,14 +100,24 @@ def page_html(run_dir: str | Path) -> str:
     text = json.dumps(data, ensure_ascii=True, separators=(",", ":"))
     text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
     template = TEMPLATE.read_text(encoding="utf-8")
-    if template.count(DATA_MARK) != 1:
+    if template.count(DATA_MARK) != 1 or template.count(CELLS_MARK) != 1:
         raise RunError(f"{TEMPLATE}: damaged page template (reinstall textgen)")
-    return template.replace(DATA_MARK, text)
+    return template.replace(CELLS_MARK, cell_script(run.config.model.cell)).replace(DATA_MARK, text)
+
+
+def cell_script(name: str) -> str:
+    """The JavaScript step of a cell registered from outside textgen (cells.Cell.js_source),
+    for the page; empty for the cells whose steps the page holds."""
+    source = cells.get(name).js_source or ""
+    if "</script" in source.lower() or "<!--" in source:
+        raise RunError(f"cell {name!r}: its JavaScript step must not contain '</script' or '<!--'")
+    return source
 
 
 def page_data(run: runs.Run, named: dict[str, np.ndarray]) -> dict[str, Any]:
     """Everything the page's sampler needs, as JSON-ready values."""
     cfg, clean, vocab = run.config.model, run.config.clean, run.vocab
+    cell = cells.get(cfg.cell)
     tensors, parts, offset = {}, [], 0
     for name, value in named.items():
         value = np.ascontiguousarray(value, dtype="<f4")
@@ -122,11 +135,13 @@ def page_data(run: runs.Run, named: dict[str, np.ndarray]) -> dict[str, Any]:
         "format": PAGE_FORMAT,
         "version": 1,
         "model": {"cell": cfg.cell, "layers": cfg.layers, "units": cfg.units,
-                  "embedding_dim": cfg.embedding_dim},
+                  "embedding_dim": cfg.embedding_dim, "gates": cell.gates,
+                  "states": cell.states, "bias_rows": cell.bias_rows, "step": cell.js_step},
         "level": vocab.level,
         "tokens": list(vocab.tokens),
         "unk_id": vocab.unk_id,
         "default_prime": default_prime(vocab),
+        "fields": page_fields(),  # the form and query parameters (sampling.py's declaration)
         "styles": run.styles,
         "clean": page_clean,
         "rare_chars": list(run.meta.get("rare_chars") or ()),

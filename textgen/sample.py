@@ -2,13 +2,17 @@
 
 The saved network (runs.py describes the weight file) is run one token (character or word) at a
 time, carrying each layer's recurrent state, so a new token costs one step, not a re-run of a
-window. Several samples are generated together as one batch. A run trained with styles is fed
-its style's embedding at every step; word tokens are joined with natural spacing (vocab.py).
+window. A run trained with styles is fed its style's embedding at every step; word tokens are
+joined with natural spacing (vocab.py).
 
-Choosing the next character: logits / T -> softmax (p proportional to p^(1/T)); T = 0 is
-greedy (argmax). ``top_k`` keeps the K most likely characters, ``top_p`` the smallest set whose
-probability reaches P (both applied after temperature). Draws come from one
-``numpy.random.Generator`` seeded by ``seed``, so the same seed gives the same text.
+Requests (sampling.SampleRequest) are generated in a ``Batch``: every step feeds each row its
+next prime token or its last drawn token, and draws the next token of every row whose prime is
+fed, by the processors of sampling.py; a request joins the running batch at the next step and
+leaves it when its samples are done (continuous batching: textgen serve steps concurrent
+requests together). A request's draws come from its own ``numpy.random.Generator`` seeded by its
+``seed``, one uniform per sample per step, and every matrix product computes a row the same way
+whatever else the batch holds (``rowwise_matmul``), so the same seed gives the same text alone,
+with ``--n``, or beside other requests.
 """
 
 from __future__ import annotations
@@ -17,26 +21,44 @@ import math
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
-from . import runs
+from . import cells, runs
 from .config import ModelConfig
 from .corpus import clean_chars
 from .errors import PrimeError, RunError
+from .sampling import SampleRequest, SamplingError, choose, probabilities
 from .vocab import Vocab, WordVocab, describe_chars
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)  # = 1 / (1 + exp(-x)), without overflow warnings
+ROWS = 8  # rows per matrix product: see ``rowwise_matmul``
+
+
+def rowwise_matmul(a: np.ndarray, b: np.ndarray, rows: int = ROWS) -> np.ndarray:
+    """``a @ b`` computed in blocks of exactly ``rows`` rows (the last one padded with zeros).
+
+    BLAS computes a row of a product with the same bits whatever the other rows of the block
+    hold, but not whatever the number of rows: a block of 1 row (matrix-vector) or of 5 rows
+    rounds differently from one of 8. With one block size everywhere, a sample's text does not
+    depend on how many samples are generated beside it (``--n``, the server's batches)."""
+    n = len(a)
+    blocks = -(-n // rows)
+    if blocks * rows != n:
+        padded = np.zeros((blocks * rows, a.shape[1]), a.dtype)
+        padded[:n] = a
+        a = padded
+    out = np.matmul(a.reshape(blocks, rows, a.shape[1]), b)  # one BLAS product per block
+    return out.reshape(blocks * rows, b.shape[1])[:n]
 
 
 class Network:
-    """A forward pass of textgen's model over one time step for a batch."""
+    """A forward pass of textgen's model over one time step for a batch (cells.py holds each
+    cell's step)."""
 
     def __init__(self, cfg: ModelConfig, named: dict[str, np.ndarray]):
-        self.cell = cfg.cell
+        self.cell = cells.get(cfg.cell)
         self.units = cfg.units
         try:
             emb = named["embedding/embeddings"].astype(np.float32)
@@ -56,8 +78,8 @@ class Network:
         self.n_styles = 0 if style is None else style.shape[0]
 
     def initial_state(self, batch: int) -> list[tuple[np.ndarray, ...]]:
-        zeros = lambda: np.zeros((batch, self.units), np.float32)  # noqa: E731
-        return [(zeros(), zeros()) if self.cell == "lstm" else (zeros(),) for _ in self.layers]
+        return [tuple(np.zeros((batch, self.units), np.float32) for _ in range(self.cell.states))
+                for _ in self.layers]
 
     def step(self, ids: np.ndarray, state: list,
              style: np.ndarray | int | None = None) -> tuple[np.ndarray, list]:
@@ -70,90 +92,19 @@ class Network:
             x = np.concatenate([x, s], axis=1)
         new_state = []
         for (kernel, rec, bias), s in zip(self.layers, state):
-            if self.cell == "lstm":
-                h, c = s
-                z = x @ kernel + h @ rec + bias
-                u = self.units
-                i, f = _sigmoid(z[:, :u]), _sigmoid(z[:, u : 2 * u])
-                g, o = np.tanh(z[:, 2 * u : 3 * u]), _sigmoid(z[:, 3 * u :])
-                c = f * c + i * g
-                h = o * np.tanh(c)
-                new_state.append((h, c))
-            elif self.cell == "gru":
-                (h,) = s
-                u = self.units
-                xz = x @ kernel + bias[0]
-                hz = h @ rec + bias[1]
-                zt = _sigmoid(xz[:, :u] + hz[:, :u])
-                r = _sigmoid(xz[:, u : 2 * u] + hz[:, u : 2 * u])
-                hh = np.tanh(xz[:, 2 * u :] + r * hz[:, 2 * u :])
-                h = zt * h + (1.0 - zt) * hh
-                new_state.append((h,))
-            else:
-                (h,) = s
-                h = np.tanh(x @ kernel + h @ rec + bias)
-                new_state.append((h,))
-            x = h
-        return x @ self.dense_k + self.dense_b, new_state
-
-
-def probabilities(logits: np.ndarray, temperature: float, top_k: int | None = None,
-                  top_p: float | None = None) -> np.ndarray:
-    """Next-character distribution for each row of ``logits`` (float64, rows sum to 1)."""
-    logits = np.asarray(logits, dtype=np.float64)
-    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        z = logits / temperature if temperature > 0 else logits
-    if temperature == 0 or np.isnan(z).any() or np.isposinf(z).any():
-        # Greedy: asked for (T = 0), or T so small (e.g. subnormal) that dividing by it
-        # overflows; the distribution is then a point mass on the likeliest token anyway.
-        probs = np.zeros_like(logits)
-        probs[np.arange(len(logits)), logits.argmax(axis=1)] = 1.0
-        return probs
-    if top_k is not None and top_k < z.shape[1]:
-        kth = np.partition(z, -top_k, axis=1)[:, -top_k][:, None]
-        z = np.where(z >= kth, z, -np.inf)
-    z = z - z.max(axis=1, keepdims=True)
-    probs = np.exp(z)
-    probs /= probs.sum(axis=1, keepdims=True)
-    if top_p is not None and top_p < 1.0:
-        order = np.argsort(-probs, axis=1, kind="stable")
-        sorted_p = np.take_along_axis(probs, order, axis=1)
-        before = np.cumsum(sorted_p, axis=1) - sorted_p  # mass of strictly more likely chars
-        keep_sorted = before < top_p  # always keeps the most likely character
-        keep = np.zeros_like(keep_sorted)
-        np.put_along_axis(keep, order, keep_sorted, axis=1)
-        probs = np.where(keep, probs, 0.0)
-        probs /= probs.sum(axis=1, keepdims=True)
-    return probs
-
-
-def choose(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """One draw per row by inverse CDF (one uniform per row, so batches stay reproducible)."""
-    cdf = np.cumsum(probs, axis=1)
-    u = rng.random(len(probs))[:, None] * cdf[:, -1:]
-    return np.minimum((cdf <= u).sum(axis=1), probs.shape[1] - 1)
-
-
-@dataclass(frozen=True)
-class SampleRequest:
-    prime: str | None = None  # None: start from a newline (or the first vocabulary character)
-    chars: int | None = None  # characters to generate per sample
-    lines: int | None = None  # or: stop after this many generated newlines
-    temperature: float = 1.0
-    top_k: int | None = None
-    top_p: float | None = None
-    n: int = 1  # samples generated as one batch
-    seed: int | None = None  # None: a fresh random seed (reported in the result)
-    stop: str | None = None  # end a sample at this string (kept in the output)
-    style: str | None = None  # runs trained with styles: which one to write in
+            s = self.cell.numpy_step(x, s, kernel, rec, bias, self.units, rowwise_matmul)
+            new_state.append(s)
+            x = s[0]
+        return rowwise_matmul(x, self.dense_k) + self.dense_b, new_state
 
 
 @dataclass(frozen=True)
 class Sample:
-    text: str  # the generated characters (without the prime)
+    text: str  # the generated text (without the prime)
     prime: str
     seed: int
-    index: int  # position in the batch
+    index: int  # position in the request's batch of n samples
+    finish_reason: str = "length"  # "stop": a stop string ended it; "length": its length did
 
 
 class Generator:
@@ -226,28 +177,53 @@ class Generator:
         start = int(rng.choice(starts)) if starts else 0
         return text[start : start + length]
 
-    def generate(self, prime: str | None = None, chars: int | None = None, *,
-                 lines: int | None = None, temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None,
-                 stop: str | None = None) -> str:
-        """One sample's text (without the prime)."""
-        req = SampleRequest(prime=prime, chars=chars, lines=lines, temperature=temperature,
-                            top_k=top_k, top_p=top_p, n=1, seed=seed, stop=stop)
-        return self.sample(req)[0].text
 
-    def sample(self, req: SampleRequest, on_text: Callable[[int, str], None] | None = None,
-               keep: bool = True) -> list[Sample]:
-        """Generate ``req.n`` samples as one batch. ``on_text(i, chars)`` streams new text;
-        with ``keep=False`` the samples' text is not kept (constant memory; see
-        ``generate_texts``)."""
-        validate_request(req)
+    def job(self, req: SampleRequest, keep: bool = True) -> "Job":
+        """``req`` checked against this model (style, prime, lines), ready to join a Batch."""
+        if req.lines is not None and "\n" not in self.vocab:
+            raise SamplingError("lines", "this model never writes a newline (its vocabulary "
+                                "has none), so a sample of lines would never end; give a length "
+                                "in characters instead", cli_hint="--chars")
         style = self.style_id(req.style)
         prime = self.default_prime() if req.prime is None else req.prime
         prime_ids = self.check_prime(prime)
         seed = secrets.randbelow(2**31) if req.seed is None else req.seed
-        texts = generate_texts(self.network, self.vocab, prime_ids, req, seed, on_text, style,
-                               keep)
-        return [Sample(text=t, prime=prime, seed=seed, index=i) for i, t in enumerate(texts)]
+        return Job(req, prime, prime_ids, seed, style, self.vocab, keep)
+
+    def sample(self, req: SampleRequest, on_text: Callable[[int, str], None] | None = None,
+               keep: bool = True) -> list[Sample]:
+        """Generate ``req.n`` samples as one batch. ``on_text(i, text)`` streams each sample's
+        new text; with ``keep=False`` the samples' text is not kept (constant memory however
+        long the samples: their ``text`` is then empty)."""
+        job = self.job(req, keep)
+        for row, text in run_alone(self.network, self.vocab, job):
+            if on_text:
+                on_text(row, text)
+        return job.samples()
+
+    def generate(self, prime: str | None = None, chars: int | None = None, *,
+                 lines: int | None = None, tokens: int | None = None,
+                 temperature: float = 1.0, top_k: int | None = None,
+                 top_p: float | None = None, seed: int | None = None,
+                 stop: str | list[str] | None = None, style: str | None = None,
+                 n: int = 1) -> str | list[str]:
+        """One sample's text (without the prime), or a list of ``n`` texts when ``n`` > 1.
+        The settings are SampleRequest's; 500 characters without a length."""
+        req = SampleRequest(prime=prime, chars=chars, lines=lines, tokens=tokens,
+                            temperature=temperature, top_k=top_k, top_p=top_p, n=n, seed=seed,
+                            stop=stop, style=style)
+        texts = [s.text for s in self.sample(req)]
+        return texts[0] if n == 1 else texts
+
+    def stream(self, prime: str | None = None, chars: int | None = None,
+               **settings) -> Iterator[str]:
+        """The text of one sample as it is generated, a piece (a token) at a time; the
+        settings are ``generate``'s (n must be 1)."""
+        req = SampleRequest(prime=prime, chars=chars, **settings)
+        if req.n != 1:
+            raise SamplingError("n", "stream one sample at a time (n = 1)")
+        for _, text in run_alone(self.network, self.vocab, self.job(req, keep=False)):
+            yield text
 
 
 def default_prime(vocab: Vocab | WordVocab) -> str:
@@ -255,52 +231,153 @@ def default_prime(vocab: Vocab | WordVocab) -> str:
     return "\n" if "\n" in vocab else vocab.tokens[0 if vocab.level == "char" else 1]
 
 
-def generate_texts(net: Network, vocab: Vocab | WordVocab, prime_ids: np.ndarray,
-                   req: SampleRequest, seed: int,
-                   on_text: Callable[[int, str], None] | None = None,
-                   style: int | None = None, keep: bool = True) -> list[str]:
-    """The generation loop: feed the prime, then draw one token per step per sample.
+class Job:
+    """One request in a Batch: its prime, random generator, rows' progress and results."""
 
-    ``req.chars`` bounds the characters of text produced (word tokens may overshoot by one
-    word); ``<unk>`` is never drawn. With ``keep=False`` the text is only passed to
-    ``on_text`` and not kept (memory stays constant however long the sample); the returned
-    texts are then empty.
-    """
-    rng = np.random.default_rng(seed)
-    n = req.n
-    state = net.initial_state(n)
-    for i in prime_ids:
-        logits, state = net.step(np.full(n, i, dtype=np.int64), state, style)
-    track = _Progress(n, vocab, prime_ids, req, keep)
-    while not track.done.all():
-        if vocab.unk_id is not None:
-            logits = logits.copy()
-            logits[:, vocab.unk_id] = -np.inf
-        ids = choose(probabilities(logits, req.temperature, req.top_k, req.top_p), rng)
-        for b in np.flatnonzero(~track.done):
-            text = track.add(int(b), int(ids[b]))
-            if on_text:
-                on_text(int(b), text)
-        if not track.done.all():
-            logits, state = net.step(ids, state, style)
-    if not keep:
-        return [""] * n
-    return [_cut_at_stop("".join(o), req.stop) for o in track.out]
+    def __init__(self, req: SampleRequest, prime: str, prime_ids: np.ndarray, seed: int,
+                 style: int | None, vocab, keep: bool = True):
+        self.req, self.prime, self.prime_ids = req, prime, np.asarray(prime_ids)
+        self.seed, self.style = seed, style
+        self.rng = np.random.default_rng(seed)
+        self.fed = 0  # prime tokens fed so far
+        self.progress = _Progress(req.n, vocab, self.prime_ids, req, keep)
+        self.cancelled = False
+
+    @property
+    def n(self) -> int:
+        return self.req.n
+
+    @property
+    def finished(self) -> bool:
+        return self.cancelled or bool(self.progress.done.all())
+
+    def cancel(self) -> None:
+        """Leave the batch at the next step (e.g. the client went away)."""
+        self.cancelled = True
+
+    def samples(self) -> list[Sample]:
+        p = self.progress
+        return [Sample(text=p.text(b), prime=self.prime, seed=self.seed, index=b,
+                       finish_reason="stop" if p.stopped[b] else "length")
+                for b in range(self.n)]
+
+
+class Batch:
+    """Requests stepped together: each step runs the network once over every row of every
+    request, then draws the next token of each row whose prime is fed. ``add`` a Job at any
+    time; it joins at the next step. A Job leaves when all its rows are done (or it is
+    cancelled)."""
+
+    def __init__(self, network: Network, vocab: Vocab | WordVocab):
+        self.network, self.vocab = network, vocab
+        self.jobs: list[Job] = []
+        self.state = network.initial_state(0)
+        self.ids = np.zeros(0, np.int64)
+        self.styles: np.ndarray | None = None
+        self._settings: dict[str, list] = {}
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+    def add(self, job: Job) -> None:
+        self.jobs.append(job)
+        fresh = self.network.initial_state(job.n)
+        self.state = [tuple(np.concatenate([a, b]) for a, b in zip(old, new))
+                      for old, new in zip(self.state, fresh)]
+        self.ids = np.concatenate([self.ids, np.full(job.n, job.prime_ids[0], np.int64)])
+        self._rows_changed()
+
+    def _rows_changed(self) -> None:
+        """Per-row style ids and sampling settings, rebuilt when requests join or leave."""
+        styled = self.network.style_embedding is not None
+        self.styles = (np.concatenate([np.full(j.n, j.style, np.int64) for j in self.jobs])
+                       if styled and self.jobs else None)
+        self._settings = {name: [getattr(j.req, name) for j in self.jobs for _ in range(j.n)]
+                          for name in ("temperature", "top_k", "top_p")}
+
+    def _remove(self, gone: list[Job]) -> None:
+        keep = np.concatenate([np.full(j.n, j not in gone) for j in self.jobs])
+        self.jobs = [j for j in self.jobs if j not in gone]
+        self.state = [tuple(a[keep] for a in layer) for layer in self.state]
+        self.ids = self.ids[keep]
+        self._rows_changed()
+
+    def step(self) -> list[tuple[Job, int, str]]:
+        """One token for every row: [(job, row, new text)] for the rows that drew one. Jobs
+        that are finished (or cancelled) leave first."""
+        gone = [j for j in self.jobs if j.finished]
+        if gone:
+            self._remove(gone)
+        if not self.jobs:
+            return []
+        logits, self.state = self.network.step(self.ids, self.state, self.styles)
+        drawing, offset = [], 0
+        for job in self.jobs:
+            rows = slice(offset, offset + job.n)
+            offset += job.n
+            job.fed = min(job.fed + 1, len(job.prime_ids))
+            if job.fed < len(job.prime_ids):  # still feeding its prime
+                self.ids[rows] = job.prime_ids[job.fed]
+            else:
+                drawing.append((job, rows))
+        return self._draw(logits, drawing) if drawing else []
+
+    def _draw(self, logits: np.ndarray, drawing: list) -> list[tuple[Job, int, str]]:
+        index = np.concatenate([np.arange(r.start, r.stop) for _, r in drawing])
+        z = logits[index]
+        if self.vocab.unk_id is not None:  # <unk> stands for many words: never drawn
+            z[:, self.vocab.unk_id] = -np.inf
+        settings = {k: [v[i] for i in index] for k, v in self._settings.items()}
+        ids = choose(probabilities(z, **settings),
+                     np.concatenate([job.rng.random(job.n) for job, _ in drawing]))
+        events, at = [], 0
+        for job, rows in drawing:
+            for b in range(job.n):
+                token = int(ids[at + b])
+                self.ids[rows.start + b] = token
+                if not job.progress.done[b]:
+                    events.append((job, b, job.progress.add(b, token)))
+            at += job.n
+        return events
+
+
+def run_alone(net: Network, vocab, job: Job) -> Iterator[tuple[int, str]]:
+    """Generate one job in a batch of its own: (row, new text) as each token is drawn."""
+    batch = Batch(net, vocab)
+    batch.add(job)
+    while not job.finished:
+        for _, row, text in batch.step():
+            yield row, text
+
+
+def generate_texts(net: Network, vocab: Vocab | WordVocab, prime_ids: np.ndarray,
+                   req: SampleRequest, seed: int, style: int | None = None) -> list[str]:
+    """The texts of ``req`` from ``net`` after ``prime_ids`` (for samples taken during
+    training, from weights not yet in a run folder)."""
+    job = Job(req, "", prime_ids, seed, style, vocab)
+    for _ in run_alone(net, vocab, job):
+        pass
+    return [s.text for s in job.samples()]
 
 
 class _Progress:
-    """Each sample's text so far (or only its tail), length and lines, and when it is done."""
+    """Each sample's text so far (or only its tail), length, tokens and lines, and when it is
+    done: at its length (characters, tokens or lines) or at a stop string."""
 
     def __init__(self, n: int, vocab, prime_ids, req: SampleRequest, keep: bool):
         self.vocab, self.req, self.keep = vocab, req, keep
         self.limit = req.chars if req.chars is not None else math.inf
         self.out: list[list[str]] = [[] for _ in range(n)]
         self.length = np.zeros(n, dtype=np.int64)
+        self.tokens = np.zeros(n, dtype=np.int64)
         self.newlines = np.zeros(n, dtype=np.int64)
         self.done = np.zeros(n, dtype=bool)
+        self.stopped = np.zeros(n, dtype=bool)
         last = vocab.tokens[int(prime_ids[-1])] if len(prime_ids) else None
         self.previous: list[str | None] = [last] * n
-        self.tail = max(len(req.stop or ""), 1) * 2  # pieces enough to hold the stop string
+        self.stops = req.stop or ()
+        self.tail = max((len(s) for s in self.stops), default=1) * 2  # pieces to hold a stop
 
     def add(self, b: int, token_id: int) -> str:
         token = self.vocab.tokens[token_id]
@@ -311,96 +388,28 @@ class _Progress:
         if not self.keep and len(out) > self.tail:
             del out[0]
         self.length[b] += len(text)
+        self.tokens[b] += 1
         req = self.req
         if token == "\n":
             self.newlines[b] += 1
             if req.lines is not None and self.newlines[b] >= req.lines:
                 self.done[b] = True
-        if self.length[b] >= self.limit:
+        if self.length[b] >= self.limit or (req.tokens and self.tokens[b] >= req.tokens):
             self.done[b] = True
-        if req.stop and req.stop in "".join(out[-self.tail:]):
-            self.done[b] = True
+        if self.stops:
+            recent = "".join(out[-self.tail:])
+            if any(s in recent for s in self.stops):
+                self.done[b] = self.stopped[b] = True
         return text
 
-
-def _cut_at_stop(text: str, stop: str | None) -> str:
-    if stop and stop in text:
-        return text[: text.index(stop) + len(stop)]
-    return text
+    def text(self, b: int) -> str:
+        return cut_at_stop("".join(self.out[b]), self.stops) if self.keep else ""
 
 
-def validate_request(req: SampleRequest) -> None:
-    """Raise ValueError for values no sampler can honour (the CLI reports them as usage errors)."""
-    if req.chars is not None and req.lines is not None:
-        raise ValueError("give --chars or --lines, not both")
-    if req.chars is None and req.lines is None:
-        raise ValueError("give --chars or --lines")
-    for name, value in (("chars", req.chars), ("lines", req.lines), ("n", req.n)):
-        if value is not None and (not isinstance(value, int) or value < 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    t = req.temperature
-    if not isinstance(t, (int, float)) or math.isnan(t) or t < 0 or math.isinf(t):
-        raise ValueError(f"temperature must be a finite number >= 0, got {t!r}")
-    if req.top_k is not None and req.top_k < 1:
-        raise ValueError(f"top-k must be >= 1, got {req.top_k}")
-    if req.top_p is not None and not (0.0 < req.top_p <= 1.0):
-        raise ValueError(f"top-p must be in (0, 1], got {req.top_p}")
-    if req.stop is not None and req.stop == "":
-        raise ValueError("stop string must not be empty")
-
-
-# ----------------------------------------------------------------------------- JSONL records
-# One sample per line with everything needed to regenerate it exactly (``--replay``).
-
-RECORD_FIELDS = {"prime": str, "seed": int, "chars": (int, type(None)), "lines": (int, type(None)),
-                 "temperature": (int, float), "top_k": (int, type(None)),
-                 "top_p": (int, float, type(None)), "n": int, "index": int,
-                 "stop": (str, type(None)), "style": (str, type(None)),
-                 "weights": (str, type(None)), "run": str, "text": str}
-
-
-def sample_record(req: SampleRequest, s: Sample, weights_hash: str, run_dir) -> dict:
-    return {"text": s.text, "prime": s.prime, "seed": s.seed, "temperature": req.temperature,
-            "top_k": req.top_k, "top_p": req.top_p, "chars": req.chars, "lines": req.lines,
-            "stop": req.stop, "n": req.n, "index": s.index, "weights": weights_hash,
-            "style": req.style, "run": str(run_dir)}
-
-
-def parse_record(text: str) -> dict:
-    """A JSONL sample record, checked field by field; ValueError says what is wrong."""
-    import json
-
-    try:
-        record = json.loads(text)
-    except (ValueError, RecursionError):
-        raise ValueError("not a JSON record") from None
-    if not isinstance(record, dict) or "seed" not in record or "prime" not in record:
-        raise ValueError("record lacks seed/prime; give a line written by --format jsonl")
-    for key, kinds in RECORD_FIELDS.items():
-        if key not in record:
-            continue
-        value = record[key]
-        if not isinstance(value, kinds) or isinstance(value, bool):
-            raise ValueError(f"record field {key!r} has the wrong type ({type(value).__name__})")
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise ValueError(f"record field {key!r} is not valid Unicode") from None
-    return record
-
-
-def request_from_record(record: dict, weights_hash: str) -> SampleRequest:
-    """The request that made ``record``; RunError if other weights made it."""
-    if record.get("weights") not in (None, weights_hash):
-        raise RunError(f"record was made with weights {record['weights']}, this run has "
-                       f"{weights_hash}; sample from the run that made it",
-                       cli_hint="pass --run with that run folder")
-    return SampleRequest(prime=record["prime"], chars=record.get("chars"),
-                         lines=record.get("lines"), temperature=record.get("temperature", 1.0),
-                         top_k=record.get("top_k"), top_p=record.get("top_p"),
-                         n=record.get("n", 1), seed=record["seed"], stop=record.get("stop"),
-                         style=record.get("style"))
+def cut_at_stop(text: str, stops) -> str:
+    """``text`` up to and including the first stop string it holds (the earliest to end)."""
+    ends = [text.index(s) + len(s) for s in stops if s in text]
+    return text[: min(ends)] if ends else text
 
 
 def load(run_dir: str | Path = runs.DEFAULT_ROOT / runs.LATEST) -> Generator:
