@@ -55,6 +55,28 @@ def _own_working_directory(tmp_path_factory):
     os.chdir(previous)
 
 
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium. Absent: skip locally, fail under CI. Present but broken: fail."""
+    import subprocess
+
+    from textgen.export import dump_dom, find_browser, read_element
+
+    path = find_browser()
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed; CI must run the browser tests "
+                        "(apt-get install -y chromium)")
+        pytest.skip("chromium not installed (apt-get install chromium); CI runs these tests")
+    try:
+        dom = dump_dom("data:text/html,<html><body><p id=x>ok</p></body></html>", path,
+                       budget_ms=0)
+    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
+        pytest.fail(f"{path} cannot start: {e}")
+    assert read_element(dom, "x")[0] == "ok"
+    return path
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"

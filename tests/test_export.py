@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from textgen.export import dump_dom, find_browser, page_url, read_element
+from textgen.export import dump_dom, page_url, read_element
 from textgen.sample import load
 from textgen.sampling import PAGE_CHARS_MAX, probabilities
 
@@ -94,24 +94,6 @@ def pages(export_runs, tmp_path_factory):
         assert result.stdout.strip() == str(page)
         out[kind] = page
     return out
-
-
-@pytest.fixture(scope="session")
-def browser():
-    """Headless Chromium. Absent: skip locally, fail under CI. Present but broken: fail."""
-    path = find_browser()
-    if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("chromium is not installed; CI must run the browser tests "
-                        "(apt-get install -y chromium)")
-        pytest.skip("chromium not installed (apt-get install chromium); CI runs these tests")
-    try:
-        dom = dump_dom("data:text/html,<html><body><p id=x>ok</p></body></html>", path,
-                       budget_ms=0)
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-        pytest.fail(f"{path} cannot start: {e}")
-    assert read_element(dom, "x")[0] == "ok"
-    return path
 
 
 def run_page(browser, page, budget_ms=60_000, **params):

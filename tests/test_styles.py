@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from textgen import cells
 from textgen.config import ModelConfig, WindowConfig
 from textgen.sample import Network, probabilities
 from textgen.backends.tensorflow import train_dataset
@@ -18,7 +19,7 @@ STYLE_A = "the cat sat on a mat.\n" * 80
 STYLE_B = "the cat ran to a dog.\n" * 16 # five times smaller: balancing must draw it as often
 
 
-@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+@pytest.mark.parametrize("cell", cells.names())
 def test_numpy_styled_network_matches_keras(cell):
     import keras
 

@@ -28,7 +28,7 @@ from . import runs
 from .checkpoint import START, load_last
 from .config import Config
 from .data import Prepared, prepare
-from .errors import ConfigError, RunError, TextgenError
+from .errors import RunError, TextgenError
 from .transfer import Base, check_shape, merge_weights, record
 from .vocab import Vocab, WordVocab
 from .windows import steps_per_epoch
