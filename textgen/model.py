@@ -108,18 +108,26 @@ def fused_kernel_blockers(model, cell: str) -> dict[str, list[str]]:
     return found
 
 
-def compile_model(model, cfg: TrainConfig) -> None:
+def make_optimizer(cfg: TrainConfig, learning_rate=None):
+    """The config's optimizer, with gradient clipping; ``learning_rate`` (a number or a Keras
+    LearningRateSchedule) instead of ``cfg.lr`` when given."""
     import keras
 
     clip = {"clipnorm": cfg.clipnorm} if cfg.clipnorm > 0 else {}
-    optimizer = {
+    return {
         "rmsprop": keras.optimizers.RMSprop,
         "adam": keras.optimizers.Adam,
         "adagrad": keras.optimizers.Adagrad,
         "sgd": keras.optimizers.SGD,
-    }[cfg.optimizer](learning_rate=cfg.lr, **clip)
+    }[cfg.optimizer](learning_rate=cfg.lr if learning_rate is None else learning_rate, **clip)
+
+
+def compile_model(model, cfg: TrainConfig, optimizer=None) -> None:
+    """Compile with cross-entropy on the logits and ``optimizer`` (default: the config's)."""
+    import keras
+
     model.compile(
-        optimizer=optimizer,
+        optimizer=optimizer if optimizer is not None else make_optimizer(cfg),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
 

@@ -29,7 +29,7 @@ from . import cells, runs
 from .config import ModelConfig
 from .corpus import clean_chars
 from .errors import PrimeError, RunError
-from .sampling import SampleRequest, SamplingError, choose, probabilities
+from .sampling import PROCESSORS, SampleRequest, SamplingError, choose, probabilities
 from .vocab import Vocab, WordVocab, describe_chars
 
 
@@ -293,8 +293,8 @@ class Batch:
         styled = self.network.style_embedding is not None
         self.styles = (np.concatenate([np.full(j.n, j.style, np.int64) for j in self.jobs])
                        if styled and self.jobs else None)
-        self._settings = {name: [getattr(j.req, name) for j in self.jobs for _ in range(j.n)]
-                          for name in ("temperature", "top_k", "top_p")}
+        self._settings = {p.field: [getattr(j.req, p.field) for j in self.jobs for _ in range(j.n)]
+                          for p in PROCESSORS}
 
     def _remove(self, gone: list[Job]) -> None:
         keep = np.concatenate([np.full(j.n, j not in gone) for j in self.jobs])

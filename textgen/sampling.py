@@ -268,23 +268,19 @@ PROCESSORS = (Temperature, TopK, TopP)
 
 def _per_row(value, rows: int) -> np.ndarray:
     """One float per row: a scalar broadcast, a per-row sequence as it is; None -> NaN."""
-    if value is None:
-        return np.full(rows, np.nan)
-    array = np.asarray(value, dtype=object if not np.isscalar(value) else None)
-    if array.ndim == 0:
+    if value is None or np.isscalar(value):
         return np.full(rows, np.nan if value is None else float(value))
-    return np.array([np.nan if v is None else float(v) for v in array], dtype=np.float64)
+    return np.array([np.nan if v is None else float(v) for v in value], dtype=np.float64)
 
 
 def probabilities(logits: np.ndarray, temperature=1.0, top_k=None, top_p=None,
                   **settings) -> np.ndarray:
-    """Next-token distribution for each row of ``logits`` (float64, rows sum to 1). Each
-    setting is one value for every row, or a sequence with one value per row (None: off)."""
+    """Next-token distribution for each row of ``logits`` (float64, rows sum to 1), by the
+    processors in order. Each setting (a processor's field) is one value for every row, or a
+    sequence with one value per row (None: off)."""
     z = np.asarray(logits, dtype=np.float64)
-    rows = len(z)
-    values = {"temperature": _per_row(temperature, rows), "top_k": _per_row(top_k, rows),
-              "top_p": _per_row(top_p, rows),
-              **{name: _per_row(v, rows) for name, v in settings.items()}}
+    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, **settings}
+    values = {p.field: _per_row(given.get(p.field), len(z)) for p in PROCESSORS}
     greedy = greedy_rows(values["temperature"])
     for processor in PROCESSORS:
         z = processor.apply(z, values[processor.field])

@@ -21,6 +21,7 @@ import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -53,6 +54,26 @@ class StopFlag:
     signum: int | None = None
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What a caller may change in how training optimises, besides the config (the Python API
+    and bench/levers.py give these; the command line has none of them).
+
+    * ``optimizer(train_config, learning_rate)`` -> a Keras optimizer, instead of the config's
+      (``learning_rate`` is ``train_config.lr`` or the schedule below);
+    * ``schedule(train_config, steps_per_epoch, total_steps)`` -> a Keras LearningRateSchedule
+      of the global step; with one, the learning rate is no longer halved on plateaus;
+    * ``callbacks``: extra Keras callbacks, run before textgen's own at each hook.
+
+    A resumed run continues exactly with the same recipe (the optimizer's variables and the
+    step are checkpointed; a schedule is a function of the step); the extra callbacks' own state
+    is not saved."""
+
+    optimizer: Callable[..., Any] | None = None
+    schedule: Callable[..., Any] | None = None
+    callbacks: tuple = ()
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -67,13 +88,14 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: runs.Run | No
           save_every: int | None = None, verbose: int | None = None,
           root: Path = runs.DEFAULT_ROOT,
           styles: dict[str, list[str]] | None = None,
-          init_from: Base | None = None) -> TrainResult:
+          init_from: Base | None = None, recipe: Recipe = Recipe()) -> TrainResult:
     """Train a model on ``inputs`` into run folder ``out``; with ``resume`` (the run folder,
     opened), continue it.
 
     With ``styles`` ({name: inputs}) the model is conditioned on the style of its text
     (``inputs`` is then ignored). With ``init_from`` (transfer.open_base) a new run starts
-    from that run's weights.
+    from that run's weights. ``recipe``: an optimizer, a learning-rate schedule or extra
+    callbacks of the caller's (``Recipe``).
     """
     from .devices import select_backend
 
@@ -103,7 +125,7 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: runs.Run | No
                 _start_run(out, config, data, inputs, styles or None, init_from)
             runs.point_latest(out, root)
             return _fit(config, data, out, resume=resume is not None, save_every=save_every,
-                        verbose=verbose, stop=stop, init_from=init_from)
+                        verbose=verbose, stop=stop, init_from=init_from, recipe=recipe)
 
 
 def _record_config(out: Path, config: Config, run: runs.Run) -> None:
@@ -185,24 +207,28 @@ def _check_compatible(run: runs.Run, config: Config, vocab: Vocab | WordVocab,
 
 
 
-def _build_model(config: Config, vocab_size: int, n_styles: int, planned_steps: int):
+def _build_model(config: Config, vocab_size: int, n_styles: int, spe: int,
+                 recipe: Recipe = Recipe()):
     """The compiled model, its optimizer built (so a checkpoint can be loaded into it), under
     the distribution strategy; returns (model, distribution)."""
     from .devices import (adapt_to_strategy, cpu_layout, distribution_scope,
                           fused_kernel_options, join_workers, make_distribution,
                           set_determinism, set_precision, set_threads)
-    from .model import build_model, compile_model
+    from .model import build_model, compile_model, make_optimizer
 
     set_threads()  # TensorFlow only, before it starts
     join_workers(config.train.strategy)  # JAX across processes, before it computes
     set_determinism(config.train.seed)
     set_precision(config.train.precision)
     distribution = make_distribution(config.train.strategy)
+    planned_steps = config.train.epochs * spe
     layout = {**cpu_layout(config.window.window, planned_steps, config.train.max_minutes),
               **fused_kernel_options(config.train.precision)}
     with distribution_scope(distribution):
         model = build_model(config.model, vocab_size, n_styles, **layout)
-        compile_model(model, config.train)
+        lr = (recipe.schedule(config.train, spe, planned_steps) if recipe.schedule
+              else config.train.lr)
+        compile_model(model, config.train, (recipe.optimizer or make_optimizer)(config.train, lr))
         model.optimizer.build(model.trainable_variables)
     adapt_to_strategy(model, distribution)
     return model, distribution
@@ -219,12 +245,13 @@ def _datasets(config: Config, data: Prepared, spe: int, distribution):
 
 
 def _fit(config: Config, data: Prepared, out: Path, *, resume: bool, save_every: int | None,
-         verbose: int | None, stop: StopFlag, init_from: Base | None = None) -> TrainResult:
+         verbose: int | None, stop: StopFlag, init_from: Base | None = None,
+         recipe: Recipe = Recipe()) -> TrainResult:
     from .model import get_named_weights, set_named_weights
 
     split, epochs = data.split, config.train.epochs
     spe = steps_per_epoch(split.n_train_windows, config.window, config.train.steps_per_epoch)
-    model, distribution = _build_model(config, len(data.vocab), len(data.styles), epochs * spe)
+    model, distribution = _build_model(config, len(data.vocab), len(data.styles), spe, recipe)
     if init_from is not None and not resume:
         set_named_weights(model, config.model, merge_weights(
             init_from, get_named_weights(model, config.model), data.vocab, list(data.styles),
@@ -242,7 +269,8 @@ def _fit(config: Config, data: Prepared, out: Path, *, resume: bool, save_every:
         return TrainResult(out, start.epoch, start.step, _finite(start.best))
 
     train_batches, val = _datasets(config, data, spe, distribution)
-    callbacks, progress = _callbacks(config, data, out, start, spe, save_every, stop, has_val)
+    callbacks, progress = _callbacks(config, data, out, start, spe, save_every, stop, has_val,
+                                     recipe)
     if stop.signum:  # signalled while starting up: nothing new to save
         raise Interrupted(stop.signum, out, start.step if start is not START else None)
     with contextlib.redirect_stdout(sys.stderr):
@@ -275,7 +303,7 @@ def _phases(start, spe: int, epochs: int) -> list[tuple[int, int, int, int]]:
 
 
 def _callbacks(config: Config, data: Prepared, out: Path, start, spe: int,
-               save_every: int | None, stop: StopFlag, has_val: bool):
+               save_every: int | None, stop: StopFlag, has_val: bool, recipe: Recipe = Recipe()):
     """What happens during training, in the order it happens (callbacks.py)."""
     import keras
 
@@ -288,12 +316,13 @@ def _callbacks(config: Config, data: Prepared, out: Path, start, spe: int,
     plateau = cb.Plateau(start.plateau, monitor=monitor, factor=0.5, patience=2, verbose=0)
     mid_epoch = start.step % spe != 0
     callbacks = [
+        *recipe.callbacks,
         cb.DivergenceStop(progress, len(data.vocab), out),
         cb.StepCounter(progress),
         cb.SignalStop(stop),
         cb.EpochMetrics(start.metrics if mid_epoch else None),
         step_loss,
-        plateau,
+        plateau if recipe.schedule is None else None,  # a schedule sets the rate itself
         cb.EpochLog(progress, out),
         cb.BestWeights(progress, out, config.model, monitor,
                        runs.identity(data.vocab, list(data.styles))),
