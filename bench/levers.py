@@ -3,22 +3,23 @@ each, the same seed and the same number of steps, two runs at a time.
 
     python bench/levers.py                    # every lever, 12 epochs of 100 steps (~60 min)
     python bench/levers.py --only none lr-0.006 --epochs 3
-    python bench/levers.py --train-flags "--units 256 --dropout 0.25"   # the README's table
+    python bench/levers.py --train-flags "--units 256 --dropout 0.25"   # the older table
 
 A recipe that does not change the cost of a step (the learning rate, its schedule, a weight
 average) is compared fairly by the loss it reaches in the same steps, whatever else the machine
-runs, so two runs share the 2 cores. Each run is ``textgen train`` in a process of its own with
-the lever applied inside it (an optimizer or a callback swapped in; textgen itself has none of
-these options); the table gives each run's best validation loss in log.csv (windows scored from
-a zero state, so higher than ``textgen evaluate``'s figure). Levers that change the cost of a
-step (width, batch) belong in bench/quality.py, at equal wall-clock.
+runs, so two runs share the 2 cores. Each run trains in a process of its own through textgen's
+training seams (textgen.train.Recipe: an optimizer, a learning-rate schedule, extra callbacks;
+nothing of textgen is patched); the table gives each run's best validation loss in log.csv
+(windows scored from a zero state, so higher than ``textgen evaluate``'s figure). Levers that
+change the cost of a step (width, batch) belong in bench/quality.py, at equal wall-clock.
+Writes a record to bench/results/levers/.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -26,90 +27,105 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import records
 
-# name -> (textgen train flags, patch); best-cpu is Adam lr 0.006 now, so "none" pins 0.003
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "best-cpu.toml"
+CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
+
+# name -> (settings over best-cpu.toml, recipe); best-cpu is Adam lr 0.006, so "none" pins 0.003
 LEVERS = {
-    "none": (["--lr", "0.003"], {}),
-    "lr-0.006": (["--lr", "0.006"], {}),
-    "lr-0.01": (["--lr", "0.01"], {}),
-    "ema-0.99": (["--lr", "0.003"], {"ema": 0.99}),
-    "cosine-per-step": (["--lr", "0.003"], {"decay": "cosine"}),
-    "linear-per-step": (["--lr", "0.003"], {"decay": "linear"}),
-    "lr-0.006-cosine-per-epoch": (["--lr", "0.006"], {"decay": "cosine-epoch"}),
-    "lr-0.01-cosine-per-epoch": (["--lr", "0.01"], {"decay": "cosine-epoch"}),
+    "none": ({"lr": 0.003}, None),
+    "lr-0.006": ({"lr": 0.006}, None),
+    "lr-0.01": ({"lr": 0.01}, None),
+    "ema-0.99": ({"lr": 0.003}, "ema"),
+    "cosine-per-step": ({"lr": 0.003}, "cosine"),
+    "linear-per-step": ({"lr": 0.003}, "linear"),
+    "lr-0.006-cosine-per-epoch": ({"lr": 0.006}, "cosine-epoch"),
+    "lr-0.01-cosine-per-epoch": ({"lr": 0.01}, "cosine-epoch"),
 }
 FINAL = 0.05  # every decay ends at lr / 20
 
 
-def child(patch: dict, argv: list[str]) -> None:
-    """Run ``textgen`` with ``argv``, the lever ``patch`` applied (in this process)."""
-    import math
-
+def recipe(kind: str | None):
+    """The textgen.train.Recipe of a lever (None: textgen's own optimizer and plateau)."""
     import keras
 
-    import textgen.callbacks as cb
-    import textgen.model as tm
-    import textgen.train as tt
+    from textgen.train import Recipe
 
-    def compile_model(model, cfg):
-        total = patch.get("steps", 0)
-        lr = {"cosine": lambda: keras.optimizers.schedules.CosineDecay(cfg.lr, total, FINAL),
-              "linear": lambda: keras.optimizers.schedules.PolynomialDecay(
-                  cfg.lr, total, cfg.lr * FINAL)}.get(patch.get("decay"), lambda: cfg.lr)()
-        ema = {"use_ema": True, "ema_momentum": patch["ema"]} if "ema" in patch else {}
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=lr, clipnorm=cfg.clipnorm,
-                                                      **ema),
-                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    def adam(cfg, lr, **ema):
+        return keras.optimizers.Adam(learning_rate=lr, clipnorm=cfg.clipnorm, **ema)
 
-    class CosineByEpoch(keras.callbacks.Callback):
-        def __init__(self, lr, epochs):
-            super().__init__()
-            self.lr, self.epochs = lr, epochs
+    class CosineByEpoch(keras.optimizers.schedules.LearningRateSchedule):
+        """Half a cosine from lr to lr * FINAL over the epochs, constant within an epoch."""
 
-        def on_epoch_begin(self, epoch, logs=None):
-            done = (epoch + 1) / self.epochs
-            self.model.optimizer.learning_rate = self.lr * (
-                FINAL + (1 - FINAL) * (1 + math.cos(math.pi * done)) / 2)
+        def __init__(self, lr, spe, epochs):
+            self.lr, self.spe, self.epochs = lr, spe, epochs
 
-    build = tt._callbacks
+        def __call__(self, step):
+            done = (keras.ops.floor_divide(step, self.spe) + 1) / self.epochs
+            return self.lr * (FINAL + (1 - FINAL) * (1 + keras.ops.cos(math.pi * done)) / 2)
 
-    def callbacks(config, *args, **kwargs):
-        found, progress = build(config, *args, **kwargs)
-        if "ema" in patch:  # validate (and keep the best of) the averaged weights
-            found.insert(0, keras.callbacks.SwapEMAWeights())
-        if patch.get("decay") == "cosine-epoch":
-            found.insert(0, CosineByEpoch(config.train.lr, config.train.epochs))
-        return found, progress
-
-    tm.compile_model = compile_model
-    tt._callbacks = callbacks
-    if patch.get("decay"):  # the decay alone sets the rate: no plateau halvings
-        cb.Plateau.on_epoch_end = lambda self, epoch, logs=None: None
-    from textgen.cli import main
-
-    sys.argv = ["textgen", *argv]
-    main()
+    if kind is None:
+        return Recipe()
+    if kind == "ema":  # validate (and keep the best of) the averaged weights
+        return Recipe(optimizer=lambda cfg, lr: adam(cfg, lr, use_ema=True, ema_momentum=0.99),
+                      callbacks=(keras.callbacks.SwapEMAWeights(),))
+    schedules = {
+        "cosine": lambda cfg, spe, total: keras.optimizers.schedules.CosineDecay(
+            cfg.lr, total, FINAL),
+        "linear": lambda cfg, spe, total: keras.optimizers.schedules.PolynomialDecay(
+            cfg.lr, total, cfg.lr * FINAL),
+        "cosine-epoch": lambda cfg, spe, total: CosineByEpoch(cfg.lr, spe, total // spe),
+    }
+    return Recipe(optimizer=adam, schedule=schedules[kind])
 
 
-def start(name: str, tmp: Path, epochs: int, steps: int,
-          extra: list[str]) -> tuple[subprocess.Popen, Path]:
-    flags, patch = LEVERS[name]
+def parse_flags(text: str) -> dict:
+    """ "--units 256 --dropout 0.25" -> {"units": 256, "dropout": 0.25} (textgen train's
+    settings, named like its flags)."""
+    words, settings = shlex.split(text), {}
+    for flag, value in zip(words[::2], words[1::2]):
+        for kind in (int, float, str):
+            try:
+                settings[flag.removeprefix("--").replace("-", "_")] = kind(value)
+                break
+            except ValueError:
+                continue
+    return settings
+
+
+def child(name: str, out: str, epochs: int, steps: int, extra: dict) -> None:
+    """Train one lever's run into ``out`` (in this process)."""
+    from textgen.config import by_section, resolve
+    from textgen.train import train
+
+    settings, kind = LEVERS[name]
+    config = resolve(CONFIG, by_section({**extra, **settings, "epochs": epochs,
+                                         "steps_per_epoch": steps, "seed": 0,
+                                         "sample_every": 0}))
+    train([str(CORPUS)], config, Path(out), recipe=recipe(kind), verbose=0,
+          root=Path(out).parent)
+
+
+def start(name: str, tmp: Path, epochs: int, steps: int, extra: dict):
     out = tmp / name
-    argv = ["train", str(ROOT / "corpora" / "tinyshakespeare.txt"), "--config",
-            str(ROOT / "configs" / "best-cpu.toml"), "--epochs", str(epochs),
-            "--steps-per-epoch", str(steps), "--seed", "0", "--sample-every", "0",
-            "--out", str(out), *extra, *flags]
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    code = json.dumps(dict(patch, steps=epochs * steps))
-    return subprocess.Popen([sys.executable, __file__, "--child", code, *argv], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), out
+    args = [sys.executable, __file__, "--child", json.dumps([name, str(out), epochs, steps,
+                                                            extra])]
+    return subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL), out
+
+
+def best_val_loss(out: Path) -> float:
+    from textgen import runs
+
+    return min(float(row["val_loss"]) for row in runs.read_csv(out / runs.LOG_FILE))
 
 
 def main() -> None:
     if len(sys.argv) > 2 and sys.argv[1] == "--child":
-        sys.path.insert(0, str(ROOT))
-        return child(json.loads(sys.argv[2]), sys.argv[3:])
+        return child(*json.loads(sys.argv[2]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="+", choices=list(LEVERS), default=list(LEVERS))
     parser.add_argument("--epochs", type=int, default=12)
@@ -117,24 +133,27 @@ def main() -> None:
     parser.add_argument("--train-flags", default="",
                         help="textgen train flags for every run, e.g. \"--units 256\"")
     args = parser.parse_args()
-    extra = shlex.split(args.train_flags)
+    extra = parse_flags(args.train_flags)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(0, len(args.only), 2):
-            runs = [start(name, Path(tmp), args.epochs, args.steps, extra)
+            pair = [start(name, Path(tmp), args.epochs, args.steps, extra)
                     for name in args.only[i:i + 2]]
-            for name, (proc, out) in zip(args.only[i:i + 2], runs):
+            for name, (proc, out) in zip(args.only[i:i + 2], pair):
                 if proc.wait():
                     sys.exit(f"levers.py: {name} failed (exit {proc.returncode})")
-                with (out / "log.csv").open() as f:
-                    losses = [float(row["val_loss"]) for row in csv.DictReader(f)]
-                rows.append((name, min(losses)))
-                print(f"done {name}: {min(losses):.4f}", file=sys.stderr, flush=True)
-    config = " ".join(["best-cpu.toml", *extra])
+                rows.append({"lever": name, "best_val_loss": round(best_val_loss(out), 4)})
+                print(f"done {name}: {rows[-1]['best_val_loss']:.4f}", file=sys.stderr,
+                      flush=True)
+    config = " ".join(["best-cpu.toml", args.train_flags]).strip()
     print(f"{config} on tinyshakespeare, {args.epochs} x {args.steps} steps, seed 0\n")
     print("| lever | best val loss (log.csv) |\n|---|---|")
-    for name, loss in rows:
-        print(f"| {name} | {loss:.4f} |")
+    for row in rows:
+        print(f"| {row['lever']} | {row['best_val_loss']:.4f} |")
+    records.write_record("levers", {"config": "configs/best-cpu.toml", "train_flags":
+                                    args.train_flags, "epochs": args.epochs,
+                                    "steps_per_epoch": args.steps, "seed": 0,
+                                    "corpus": "corpora/tinyshakespeare.txt"}, {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -222,3 +222,46 @@ def test_killed_before_the_first_checkpoint_resumes_from_the_start(baseline, tmp
     result = invoke(["train", corpus, "--out", out, "--resume"])
     assert result.exit_code == 0, result.output
     _assert_same_final_state(full, out)
+
+
+def test_a_recipe_gives_training_an_optimizer_a_schedule_and_callbacks(tmp_path):
+    """train.Recipe: the caller's optimizer, learning-rate schedule and callbacks are used (the
+    plateau halving is off under a schedule) and a resumed run continues exactly with them."""
+    import keras
+
+    from textgen.config import by_section, resolve
+    from textgen.train import Recipe, train
+
+    from .conftest import TINY_TEXT
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text(TINY_TEXT)
+
+    class Halving(keras.optimizers.schedules.LearningRateSchedule):
+        def __init__(self, spe):
+            self.spe = spe
+
+        def __call__(self, step):  # 0.02, halved every epoch
+            return 0.02 * keras.ops.power(0.5, keras.ops.floor_divide(step, self.spe))
+
+    seen = []
+
+    class Seen(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append((epoch, type(self.model.optimizer).__name__))
+
+    recipe = Recipe(optimizer=lambda cfg, lr: keras.optimizers.Adam(lr, clipnorm=cfg.clipnorm),
+                    schedule=lambda cfg, spe, total: Halving(spe), callbacks=(Seen(),))
+    flags = {"units": 8, "embedding_dim": 4, "window": 16, "step": 4, "batch_size": 8,
+             "epochs": 3, "steps_per_epoch": 3, "seed": 7, "sample_every": 0}
+    config = resolve(None, by_section(flags))
+    full, part = tmp_path / "full", tmp_path / "part"
+    train([str(corpus)], config, full, root=tmp_path, recipe=recipe, verbose=0)
+    assert seen == [(0, "Adam"), (1, "Adam"), (2, "Adam")]
+    rates = [float(row["lr"]) for row in runs.read_csv(full / runs.LOG_FILE)]
+    assert rates == pytest.approx([0.01, 0.005, 0.0025])  # the rate after each epoch's steps
+    short = resolve(None, by_section({**flags, "epochs": 1}))
+    train([str(corpus)], short, part, root=tmp_path, recipe=recipe, verbose=0)
+    train([str(corpus)], config, part, root=tmp_path, recipe=recipe, verbose=0,
+          resume=runs.open_run(part))
+    _assert_same_final_state(full, part)
