@@ -26,8 +26,9 @@ RANK = {
     "callbacks": 10, "classify": 10,
     "train": 11, "evaluate": 11, "gradcheck": 11, "plot": 11, "export": 11,
     "__init__": 12,
-    "cli": 13,
-    "__main__": 14,
+    "serve": 13,
+    "cli": 14,
+    "__main__": 15,
 }
 FRAMEWORKS = ("tensorflow", "jax", "torch")
 # Where a framework may be imported by name: its backend module (and the top of nothing else).

@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING
 from ._version import __version__
 
 # name -> the module that defines it (imported on first use)
-_HOMES = {"Generator": "sample", "Sample": "sample", "load": "sample",
-          "SampleRequest": "sampling", "SamplingError": "sampling"}
+_HOMES = {"Generator": "sample", "Sample": "sample", "load": "sample", "Batch": "sample",
+          "SampleRequest": "sampling", "SamplingError": "sampling",
+          "TextgenError": "errors", "PrimeError": "errors", "page_html": "export"}
 __all__ = ["__version__", *_HOMES]
 
 if TYPE_CHECKING:
-    from .sample import Generator, Sample, load
+    from .errors import PrimeError, TextgenError
+    from .export import page_html
+    from .sample import Batch, Generator, Sample, load
     from .sampling import SampleRequest, SamplingError
 
 

@@ -748,5 +748,91 @@ def export(run_dir, output):
     click.echo(str(export_run(run_dir, output)))
 
 
+def _parse_models(ctx, param, values) -> dict[str, Path]:
+    """RUN or NAME=RUN, each a model named after its folder (or NAME)."""
+    import re
+
+    models: dict[str, Path] = {}
+    for value in values or (DEFAULT_RUN,):
+        name, sep, path = value.partition("=")
+        if not sep or not re.fullmatch(r"[\w.-]+", name):
+            name, path = Path(value).name, value
+        if name in models:
+            raise click.BadParameter(f"two models named {name!r}; name them: NAME=RUN")
+        models[name] = Path(path)
+    return models
+
+
+@cli.command(context_settings=CONTEXT)
+@click.argument("runs", nargs=-1, metavar="[NAME=]RUN...", callback=_parse_models)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (loopback by default; 0.0.0.0 for every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--api-key-env", metavar="VAR",
+              help="Require 'Authorization: Bearer KEY' on /v1/, KEY being this environment "
+                   "variable's value.")
+@click.option("--max-chars", type=click.IntRange(min=1), default=16384, show_default=True,
+              help="Most tokens (characters, or words) a request may ask for, over all its "
+                   "choices.")
+@click.option("--max-concurrent", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Requests generating at once; their samples are stepped together.")
+@click.option("--max-queued", type=click.IntRange(min=0), default=256, show_default=True,
+              help="Requests waiting for a slot; more get a 429.")
+@click.option("--max-body", type=click.IntRange(min=1), default=1_000_000, show_default=True,
+              metavar="BYTES", help="Largest request body; larger gets a 413.")
+@click.option("--cors-origin", "cors", multiple=True, metavar="ORIGIN",
+              help="Allow browser pages from ORIGIN to call the API (repeatable; * for any).")
+@click.option("--grace", type=Finite(min=0), default=30, show_default=True, metavar="SECONDS",
+              help="After SIGTERM or SIGINT, how long requests in flight may take to finish.")
+def serve(runs, host, port, api_key_env, max_chars, max_concurrent, max_queued, max_body,
+          cors, grace):
+    """Serve trained runs over HTTP with an OpenAI-compatible completions API.
+
+    Each RUN is a model named after its folder (or NAME). Concurrent requests for a model are
+    generated together in one batch. Endpoints: POST /v1/completions, GET /v1/models,
+    GET /health, and GET / with each model's web page. Needs: pip install "textgen[serve]".
+
+    \b
+    textgen serve checkpoints/shakespeare
+    textgen serve bard=checkpoints/shakespeare lyrics=checkpoints/lyrics --port 8080
+    TEXTGEN_KEY=secret textgen serve checkpoints/latest --host 0.0.0.0 --api-key-env TEXTGEN_KEY
+    """
+    from .serve import ServeConfig
+    from .serve import serve as run_server
+
+    key = None
+    if api_key_env is not None:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise click.BadParameter(f"the environment variable {api_key_env} is not set (or "
+                                     "empty); set it to the key clients must send",
+                                     param_hint="'--api-key-env'")
+    if key is None and not _loopback(host):
+        click.echo(f"warning: serving on {host} without an API key: anyone who can reach this "
+                   "machine can use it (set --api-key-env)", err=True)
+    _need_serve_extra()
+    run_server(runs, ServeConfig(host=host, port=port, api_key=key, max_chars=max_chars,
+                                 max_concurrent=max_concurrent, max_queued=max_queued,
+                                 max_body=max_body, cors_origins=tuple(cors), grace=grace))
+
+
+def _loopback(host: str) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def _need_serve_extra() -> None:
+    import importlib.util
+
+    missing = [m for m in ("starlette", "uvicorn") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise TextgenError(f"textgen serve needs {' and '.join(missing)}: "
+                           'pip install "textgen[serve]"')
+
+
 def main() -> None:
     cli(prog_name="textgen")
