@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import textgen
-from textgen.sample import choose, probabilities
+from textgen.sampling import choose, probabilities
 
 from .conftest import invoke
 

@@ -8,7 +8,8 @@ import pytest
 
 from textgen import cells
 from textgen.config import ModelConfig, WindowConfig
-from textgen.sample import Network, probabilities
+from textgen.sample import Network
+from textgen.sampling import probabilities
 from textgen.backends.tensorflow import train_dataset
 from textgen.windows import combine_splits, split_ids
 

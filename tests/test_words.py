@@ -122,7 +122,8 @@ def test_word_evaluate_reports_per_token_and_per_char(word_run):
 def test_numpy_sampler_matches_keras_on_a_trained_word_run(word_run):
     from textgen import runs
     from textgen.model import build_model, set_named_weights
-    from textgen.sample import Network, probabilities
+    from textgen.sample import Network
+    from textgen.sampling import probabilities
 
     run = runs.open_run(word_run)
     named, _, _ = runs.read_weights(word_run / "weights.h5")

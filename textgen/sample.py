@@ -29,7 +29,8 @@ from . import cells, runs
 from .config import ModelConfig
 from .corpus import clean_chars
 from .errors import PrimeError, RunError
-from .sampling import PROCESSORS, SampleRequest, SamplingError, choose, probabilities
+from .sampling import (PROCESSORS, RowSettings, SampleRequest, SamplingError, choose,
+                       distribution)
 from .vocab import Vocab, WordVocab, describe_chars
 
 
@@ -274,7 +275,7 @@ class Batch:
         self.state = network.initial_state(0)
         self.ids = np.zeros(0, np.int64)
         self.styles: np.ndarray | None = None
-        self._settings: dict[str, list] = {}
+        self._settings = RowSettings.of(0)
 
     @property
     def rows(self) -> int:
@@ -293,8 +294,9 @@ class Batch:
         styled = self.network.style_embedding is not None
         self.styles = (np.concatenate([np.full(j.n, j.style, np.int64) for j in self.jobs])
                        if styled and self.jobs else None)
-        self._settings = {p.field: [getattr(j.req, p.field) for j in self.jobs for _ in range(j.n)]
-                          for p in PROCESSORS}
+        self._settings = RowSettings.of(self.rows, **{
+            p.field: [getattr(j.req, p.field) for j in self.jobs for _ in range(j.n)]
+            for p in PROCESSORS})
 
     def _remove(self, gone: list[Job]) -> None:
         keep = np.concatenate([np.full(j.n, j not in gone) for j in self.jobs])
@@ -324,12 +326,15 @@ class Batch:
         return self._draw(logits, drawing) if drawing else []
 
     def _draw(self, logits: np.ndarray, drawing: list) -> list[tuple[Job, int, str]]:
-        index = np.concatenate([np.arange(r.start, r.stop) for _, r in drawing])
-        z = logits[index]
+        if len(drawing) == len(self.jobs):  # every row draws: the usual case
+            z, settings = logits, self._settings
+        else:
+            index = np.concatenate([np.arange(r.start, r.stop) for _, r in drawing])
+            z, settings = logits[index], self._settings.take(index)
         if self.vocab.unk_id is not None:  # <unk> stands for many words: never drawn
+            z = z.copy()
             z[:, self.vocab.unk_id] = -np.inf
-        settings = {k: [v[i] for i in index] for k, v in self._settings.items()}
-        ids = choose(probabilities(z, **settings),
+        ids = choose(distribution(z, settings),
                      np.concatenate([job.rng.random(job.n) for job, _ in drawing]))
         events, at = [], 0
         for job, rows in drawing:

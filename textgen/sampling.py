@@ -10,7 +10,7 @@ bad value raises ``SamplingError`` naming the field, which each surface reports 
 
 The rules that shape the next-token distribution are an ordered chain of small processors,
 ``PROCESSORS``: temperature (T = 0, or a T so small that 1/T overflows, is greedy), top-k,
-top-p, then min-p. Each reads one field of the request, per row (rows of one batch may come from
+then top-p. Each reads one field of the request, per row (rows of one batch may come from
 different requests), and masks or rescales the logits; ``probabilities`` runs the chain and a
 softmax. The exported page's JavaScript mirrors each processor (export_page.html's
 ``PROCESSORS``); tests/test_export.py checks the two agree, processor by processor.
@@ -198,9 +198,10 @@ def page_fields() -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- processors
-# Each processor rescales or masks logits, row by row, from one field of each row's request
-# (values: an array with one entry per row; NaN, or 0 for top_k, means "off" for that row).
-# The exported page mirrors each one in JavaScript (export_page.html's PROCESSORS).
+# Each processor rescales or masks logits, row by row, from one field of each row's request:
+# ``rows(values)`` says which rows it changes (values: one float per row, NaN for "off"), and
+# ``apply(z, values, rows)`` changes them. The exported page mirrors each one in JavaScript
+# (export_page.html's PROCESSORS).
 
 
 def greedy_rows(temperature: np.ndarray) -> np.ndarray:
@@ -215,14 +216,26 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return p / p.sum(axis=1, keepdims=True)
 
 
+def _mask(z: np.ndarray, rows: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """``z`` with the tokens of ``rows`` that ``keep`` (one row of it per such row) leaves out
+    set to -inf."""
+    z = z.copy()
+    z[rows] = np.where(keep, z[rows], -np.inf)
+    return z
+
+
 class Temperature:
     field = "temperature"
 
     @staticmethod
-    def apply(z: np.ndarray, t: np.ndarray) -> np.ndarray:
+    def rows(t: np.ndarray) -> np.ndarray:
+        return ~greedy_rows(t)
+
+    @staticmethod
+    def apply(z: np.ndarray, t: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """(z - max) / T: the likeliest token stays at 0, so even a tiny T cannot overflow to
         +inf or make NaN (greedy rows are left as they are; ``probabilities`` makes them)."""
-        scale = np.where(greedy_rows(t), 1.0, t)[:, None]
+        scale = np.where(rows, t, 1.0)[:, None]
         return (z - z.max(axis=1, keepdims=True)) / scale
 
 
@@ -230,40 +243,60 @@ class TopK:
     field = "top_k"
 
     @staticmethod
-    def apply(z: np.ndarray, k: np.ndarray) -> np.ndarray:
+    def rows(k: np.ndarray) -> np.ndarray:
+        return ~np.isnan(k) & (k >= 1)
+
+    @staticmethod
+    def apply(z: np.ndarray, k: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Keep each row's K likeliest tokens (ties with the K-th kept)."""
-        k = np.nan_to_num(k, nan=0).astype(np.int64)
-        rows = (k > 0) & (k < z.shape[1])
-        if not rows.any():
-            return z
-        kth = -np.sort(-z[rows], axis=1)[np.arange(rows.sum()), k[rows] - 1]
-        z = z.copy()
-        z[rows] = np.where(z[rows] >= kth[:, None], z[rows], -np.inf)
-        return z
+        k = np.minimum(k[rows], z.shape[1]).astype(np.int64)
+        kth = -np.sort(-z[rows], axis=1)[np.arange(len(k)), k - 1]
+        return _mask(z, rows, z[rows] >= kth[:, None])
 
 
 class TopP:
     field = "top_p"
 
     @staticmethod
-    def apply(z: np.ndarray, top_p: np.ndarray) -> np.ndarray:
+    def rows(top_p: np.ndarray) -> np.ndarray:
+        return ~np.isnan(top_p) & (top_p < 1.0)
+
+    @staticmethod
+    def apply(z: np.ndarray, top_p: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Keep the smallest set of likeliest tokens whose probability reaches P (the likeliest
         token always)."""
-        rows = ~np.isnan(top_p) & (top_p < 1.0)
-        if not rows.any():
-            return z
         probs = _softmax(z[rows])
         order = np.argsort(-probs, axis=1, kind="stable")
         sorted_p = np.take_along_axis(probs, order, axis=1)
         before = np.cumsum(sorted_p, axis=1) - sorted_p  # mass of strictly likelier tokens
         keep = np.zeros_like(probs, dtype=bool)
         np.put_along_axis(keep, order, before < top_p[rows][:, None], axis=1)
-        z = z.copy()
-        z[rows] = np.where(keep, z[rows], -np.inf)
-        return z
+        return _mask(z, rows, keep)
 
 
 PROCESSORS = (Temperature, TopK, TopP)
+
+
+class RowSettings:
+    """Every row's value of each processor's field (NaN: off), which rows each processor
+    changes and which rows are greedy: worked out once for a batch's rows (sample.Batch
+    keeps one until its requests change), not at every step."""
+
+    def __init__(self, values: dict[str, np.ndarray]):
+        self.values = values
+        self.greedy = greedy_rows(values["temperature"])
+        self.rows = {p.field: p.rows(values[p.field]) for p in PROCESSORS}
+        self.used = [p for p in PROCESSORS if self.rows[p.field].any()]
+
+    @classmethod
+    def of(cls, n: int, **settings) -> "RowSettings":
+        """From each field's value (one for every row, or a sequence of one per row; None:
+        off); missing fields are off (temperature: 1)."""
+        settings.setdefault("temperature", 1.0)
+        return cls({p.field: _per_row(settings.get(p.field), n) for p in PROCESSORS})
+
+    def take(self, index: np.ndarray) -> "RowSettings":
+        return RowSettings({k: v[index] for k, v in self.values.items()})
 
 
 def _per_row(value, rows: int) -> np.ndarray:
@@ -273,22 +306,26 @@ def _per_row(value, rows: int) -> np.ndarray:
     return np.array([np.nan if v is None else float(v) for v in value], dtype=np.float64)
 
 
-def probabilities(logits: np.ndarray, temperature=1.0, top_k=None, top_p=None,
-                  **settings) -> np.ndarray:
-    """Next-token distribution for each row of ``logits`` (float64, rows sum to 1), by the
-    processors in order. Each setting (a processor's field) is one value for every row, or a
-    sequence with one value per row (None: off)."""
+def distribution(logits: np.ndarray, settings: RowSettings) -> np.ndarray:
+    """Next-token distribution of each row of ``logits`` (float64, rows sum to 1): the
+    processors in order, then a softmax; greedy rows are a point mass on their likeliest."""
     z = np.asarray(logits, dtype=np.float64)
-    given = {"temperature": temperature, "top_k": top_k, "top_p": top_p, **settings}
-    values = {p.field: _per_row(given.get(p.field), len(z)) for p in PROCESSORS}
-    greedy = greedy_rows(values["temperature"])
-    for processor in PROCESSORS:
-        z = processor.apply(z, values[processor.field])
+    for processor in settings.used:
+        z = processor.apply(z, settings.values[processor.field], settings.rows[processor.field])
     probs = _softmax(z)
+    greedy = settings.greedy
     if greedy.any():
         probs[greedy] = 0.0
         probs[greedy, np.asarray(logits)[greedy].argmax(axis=1)] = 1.0
     return probs
+
+
+def probabilities(logits: np.ndarray, temperature=1.0, top_k=None, top_p=None,
+                  **settings) -> np.ndarray:
+    """Next-token distribution for each row of ``logits``; each setting (a processor's field)
+    is one value for every row, or a sequence with one value per row (None: off)."""
+    return distribution(logits, RowSettings.of(len(logits), temperature=temperature,
+                                               top_k=top_k, top_p=top_p, **settings))
 
 
 def choose(probs: np.ndarray, uniforms: np.ndarray) -> np.ndarray:
