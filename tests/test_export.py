@@ -203,7 +203,7 @@ def test_page_probabilities_match_numpy(kind, prime, opts, export_runs, pages, b
 
 # A value for each sampling processor (sampling.PROCESSORS) that changes the distribution of
 # the models below; a processor added without one here fails test_every_processor_is_tested.
-PROCESSOR_VALUES = {"temperature": 0.6, "top_k": 4, "top_p": 0.8}
+PROCESSOR_VALUES = {"temperature": 0.6, "top_k": 4, "top_p": 0.8, "min_p": 0.05}
 PROCESSOR_FIELDS = set(PROCESSOR_VALUES)
 
 

@@ -3,18 +3,19 @@
 ``textgen export RUN -o page.html`` writes a single HTML file holding the weights (float32,
 base64, little-endian), the vocabulary, the cleaning rules a prime text gets and a JavaScript
 sampler that mirrors textgen/sample.py step for step: the same forward pass (every cell of
-cells.py, any depth, styles), the same prime checks, temperature/top-k/top-p and the same inverse-CDF
-draw. At temperature 0 the page writes exactly what ``textgen sample --temperature 0`` prints;
-with a temperature the draws come from the page's own seeded generator (mulberry32), a stream
-different from NumPy's, so page seeds and CLI seeds give different texts. A Content-Security-
-Policy meta tag forbids every network request: the page works from disk or any static host.
+cells.py, any depth, styles), the same prime checks, the same chain of sampling processors
+(sampling.py) and the same inverse-CDF draw. At temperature 0 the page writes exactly what
+``textgen sample --temperature 0`` prints; with a temperature the draws come from the page's own
+seeded generator (mulberry32), a stream different from NumPy's, so page seeds and CLI seeds give
+different texts. A Content-Security-Policy meta tag forbids every network request: the page
+works from disk or any static host.
 
 The page's form and query parameters are the sampling settings that sampling.py declares for the
 page (``prime``, ``chars`` up to sampling.PAGE_CHARS_MAX, ``temperature``, ``top_k``, ``top_p``,
-``seed``, ``style``), checked by the same ranges; ``autorun=1`` generates on load (the element
-``#output`` then holds the prime and the text and gets ``data-done="1"``). ``debug=probs`` writes, as JSON into
-``#output``, the next-token distribution after each token of the prime (``window.textgenProbs``
-returns the same).
+``min_p``, ``seed``, ``style``), checked by the same ranges; ``autorun=1`` generates on load
+(the element ``#output`` then holds the prime and the text and gets ``data-done="1"``).
+``debug=probs`` writes, as JSON into ``#output``, the next-token distribution after each token
+of the prime (``window.textgenProbs`` returns the same).
 
 ``textgen export RUN -o model.keras`` builds textgen's model from built-in Keras layers only,
 loads the run's weights and saves it, so ``keras.saving.load_model`` opens it without custom

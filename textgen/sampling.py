@@ -10,8 +10,8 @@ bad value raises ``SamplingError`` naming the field, which each surface reports 
 
 The rules that shape the next-token distribution are an ordered chain of small processors,
 ``PROCESSORS``: temperature (T = 0, or a T so small that 1/T overflows, is greedy), top-k,
-then top-p. Each reads one field of the request, per row (rows of one batch may come from
-different requests), and masks or rescales the logits; ``probabilities`` runs the chain and a
+top-p, then min-p. Each reads one field of the request, per row (rows of one batch may come
+from different requests), and masks or rescales the logits; ``probabilities`` runs the chain and a
 softmax. The exported page's JavaScript mirrors each processor (export_page.html's
 ``PROCESSORS``); tests/test_export.py checks the two agree, processor by processor.
 """
@@ -99,6 +99,9 @@ class SampleRequest:
     top_p: float | None = _field(None, Setting(
         "sample only from the smallest set of tokens with probability P", float, 0, 1,
         above=True, cli="--top-p", page="Top-p (empty: off)", server="top_p"))
+    min_p: float | None = _field(None, Setting(
+        "drop tokens less likely than P times the likeliest token", float, 0, 1,
+        cli="--min-p", page="Min-p (empty: off)", server="min_p"))
     n: int = _field(1, Setting(
         "samples, generated as one batch", int, 1, N_MAX, cli="--n", server="n"))
     seed: int | None = _field(None, Setting(
@@ -274,7 +277,22 @@ class TopP:
         return _mask(z, rows, keep)
 
 
-PROCESSORS = (Temperature, TopK, TopP)
+class MinP:
+    field = "min_p"
+
+    @staticmethod
+    def rows(min_p: np.ndarray) -> np.ndarray:
+        return ~np.isnan(min_p) & (min_p > 0)
+
+    @staticmethod
+    def apply(z: np.ndarray, min_p: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Drop the tokens whose probability is below P times the likeliest token's (z holds
+        log-probabilities up to a constant, so that is z < max z + log P)."""
+        floor = z[rows].max(axis=1, keepdims=True) + np.log(min_p[rows])[:, None]
+        return _mask(z, rows, z[rows] >= floor)
+
+
+PROCESSORS = (Temperature, TopK, TopP, MinP)
 
 
 class RowSettings:

@@ -8,7 +8,7 @@ than one), and results go back as JSON or server-sent events. No sampling arithm
 
 Endpoints: ``POST /v1/completions`` (``model``, ``prompt`` as a string or a list, ``max_tokens``
 = 16 by default, ``temperature``, ``top_p``, ``n``, ``stop``, ``seed``, ``stream``; textgen's own
-``top_k`` and ``style``), ``GET /v1/models``, ``GET /health``, ``GET /`` and
+``top_k``, ``min_p`` and ``style``), ``GET /v1/models``, ``GET /health``, ``GET /`` and
 ``GET /models/NAME`` (the page ``textgen export`` writes, served live). A token is a character,
 or a word for word-level runs. Fields textgen cannot honour (``suffix``, ``logprobs``, ``echo``,
 ``best_of`` > n, penalties other than 0, ``logit_bias``) are refused with a 400 naming them;
