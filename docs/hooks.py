@@ -2,7 +2,8 @@
 
 mkdocs-click copies a command's help text into the page line by line, so Click's ``\\b``
 paragraphs (the example commands each docstring ends with, kept unwrapped by Click) would run
-together into one Markdown paragraph. Here they become code blocks, as `--help` shows them.
+together into one Markdown paragraph. Here they become code blocks, as `--help` shows them,
+and flags named in the prose are set as code.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 from collections.abc import Iterator
 
 import click
+
+FLAG = re.compile(r"(?<![\w`-])(--[a-z][a-z0-9-]*)")
 
 
 def _description(ctx: click.Context, remove_ascii_art: bool = False) -> Iterator[str]:
@@ -24,8 +27,10 @@ def _description(ctx: click.Context, remove_ascii_art: bool = False) -> Iterator
             yield "```text"
             yield from lines[1:]
             yield "```"
-        else:
-            yield from lines
+        else:  # prose: flags as code (outside code spans), so no line breaks inside one
+            parts = paragraph.split("`")
+            parts[::2] = [FLAG.sub(r"`\1`", part) for part in parts[::2]]
+            yield from "`".join(parts).splitlines()
         yield ""
 
 

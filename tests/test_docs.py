@@ -208,3 +208,11 @@ def test_readme_is_a_short_introduction():
     assert "textgen sample" in head
     dated = re.findall(r"20\d\d-\d\d-\d\d", TABLE.sub("", README))
     assert not dated, f"dated history belongs in the records and the changelog: {dated}"
+
+
+def test_readme_links_and_images_exist():
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", README)
+    local = [t for t in targets if not re.match(r"^[a-z]+://", t)]
+    assert local, "the README links into docs/"
+    missing = [t for t in local if not (ROOT / t).exists()]
+    assert not missing, missing
