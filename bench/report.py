@@ -194,6 +194,8 @@ def render_quality_screen(recs: list[Record]) -> str:
 # --- the other training benches ---------------------------------------------------------------
 
 def render_levers(recs: list[Record]) -> str:
+    """The latest levers record: config {"base": str, "steps": int}, figures {"rows": [{"lever":
+    str, "val_log_best": float}]} (the carried record's shape; bench/levers.py writes none yet)."""
     r = latest(recs, "levers")
     if r is None:
         return none_yet("bench/levers.py")
