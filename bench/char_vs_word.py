@@ -16,20 +16,37 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import records
+from common import CORPUS, textgen
 
 
-def textgen(*args, cwd) -> str:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    return subprocess.run([sys.executable, "-m", "textgen", *map(str, args)], cwd=cwd, env=env,
-                          check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                          text=True).stdout
+MODEL = "textgen model (weights.h5)"
+
+
+def train_and_score(level: str, minutes: float, tmp: str) -> dict:
+    out = Path(tmp) / f"{level}-{minutes:g}"
+    textgen("train", CORPUS, "--out", out, "--level", level, "--max-minutes", minutes,
+            "--epochs", 1000, "--steps-per-epoch", 100, "--seed", 0, "--sample-every", 0,
+            cwd=tmp, quiet=True)
+    models = {m["model"]: m["nats_per_char"]
+              for m in json.loads(textgen("evaluate", out, "--json", cwd=tmp,
+                                          quiet=True))["models"]}
+    report = json.loads((out / "corpus.json").read_text())
+    state = json.loads((out / "state.json").read_text())
+    tokens = report.get("tokens") or {}
+    vocab = tokens.get("vocab", report.get("chars_distinct")) if tokens else \
+        len(report.get("char_counts", {})) or None
+    return {"minutes": minutes, "level": level, "steps": state["steps_done"],
+            "val_nats_per_char": models[MODEL],
+            "kn_6gram": next(v for k, v in models.items() if "Kneser" in k),
+            "vocabulary": vocab, "unk_rate": tokens["unknown_rate"] if tokens else None,
+            "sample": textgen("sample", "--run", out, "--chars", 300, "--temperature", 0.5,
+                              "--seed", 1, cwd=tmp, quiet=True)}
 
 
 def main() -> None:
@@ -40,36 +57,24 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for minutes in args.minutes:
             for level in ("char", "word"):
-                out = Path(tmp) / f"{level}-{minutes:g}"
-                textgen("train", ROOT / "corpora" / "tinyshakespeare.txt", "--out", out,
-                        "--level", level, "--max-minutes", minutes, "--epochs", 1000,
-                        "--steps-per-epoch", 100, "--seed", 0, "--sample-every", 0, cwd=tmp)
-                result = json.loads(textgen("evaluate", out, "--json", cwd=tmp))
-                models = {m["model"]: m for m in result["models"]}
-                report = json.loads((out / "corpus.json").read_text())
-                state = json.loads((out / "state.json").read_text())
-                sample = textgen("sample", "--run", out, "--chars", 300, "--temperature", 0.5,
-                                 "--seed", 1, cwd=tmp)
-                rows.append((minutes, level, models, report, state, sample))
-                print(f"{level} {minutes:g} min: "
-                      f"{models['textgen model (weights.h5)']['nats_per_char']:.4f}",
+                rows.append(train_and_score(level, minutes, tmp))
+                print(f"{level} {minutes:g} min: {rows[-1]['val_nats_per_char']:.4f}",
                       file=sys.stderr, flush=True)
     print(f"tinyshakespeare, validation = last 10% of the file; default config; "
           f"{os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d')}\n")
     print("| budget | level | steps | val nats/char | 6-gram KN nats/char | vocabulary | "
           "tokens as <unk> |")
     print("|---|---|---|---|---|---|---|")
-    for minutes, level, models, report, state, _ in rows:
-        tokens = report.get("tokens") or {}
-        unk = f"{tokens['unknown_rate']:.2%}" if tokens else "-"
-        vocab = tokens.get("vocab", report.get("chars_distinct", "?")) if tokens else \
-            len(report.get("char_counts", {})) or "?"
-        print(f"| {minutes:g} min | {level} | {state['steps_done']:,} | "
-              f"{models['textgen model (weights.h5)']['nats_per_char']:.4f} | "
-              f"{next(m for k, m in models.items() if 'Kneser' in k)['nats_per_char']:.4f} | "
-              f"{vocab} | {unk} |")
-    for minutes, level, _, _, _, sample in rows:
-        print(f"\n{level}, {minutes:g} min:\n```\n{sample.rstrip()}\n```")
+    for r in rows:
+        unk = "-" if r["unk_rate"] is None else f"{r['unk_rate']:.2%}"
+        vocab = "?" if r["vocabulary"] is None else f"{r['vocabulary']:,}"
+        print(f"| {r['minutes']:g} min | {r['level']} | {r['steps']:,} | "
+              f"{r['val_nats_per_char']:.4f} | {r['kn_6gram']:.4f} | {vocab} | {unk} |")
+    for r in rows:
+        print(f"\n{r['level']}, {r['minutes']:g} min:\n```\n{r['sample'].rstrip()}\n```")
+    records.write_record("char_vs_word", {"corpus": "tinyshakespeare", "config": "default",
+                                          "minutes": args.minutes, "seed": 0,
+                                          "steps_per_epoch": 100}, {"rows": rows})
 
 
 if __name__ == "__main__":

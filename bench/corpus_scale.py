@@ -15,22 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+import records
+from common import CLI_CHILD, CORPORA, PEAK_MB, ROOT, env
 
-# Peak RSS from VmHWM, not getrusage's ru_maxrss: a forked child inherits its parent's
-# ru_maxrss. bench/train_speed.py uses CLI_CHILD too.
-PEAK_MB = """
-def peak_mb():
-    line = [l for l in open("/proc/self/status") if l.startswith("VmHWM:")][0]
-    return int(line.split()[1]) / 1024
-"""
 CHILD = PEAK_MB + """
 import json, sys, time
 from textgen.config import Config
@@ -41,20 +34,11 @@ print(json.dumps({"seconds": time.perf_counter() - t, "cached": p.cached,
                   "ids": int(len(p.ids)), "windows": p.split.n_train_windows,
                   "rss_mb": peak_mb()}))
 """
-CLI_CHILD = PEAK_MB + """
-import sys
-from textgen.cli import cli
-try:
-    cli(sys.argv[1:])
-except SystemExit as e:
-    assert not e.code, e.code
-print(peak_mb(), file=sys.stderr)
-"""
 
 
 def make_corpus(path: Path, mb: int) -> int:
-    plays = (ROOT / "corpora" / "tinyshakespeare.txt").read_text()
-    sonnets = (ROOT / "corpora" / "sonnets.txt").read_text()
+    plays = (CORPORA / "tinyshakespeare.txt").read_text()
+    sonnets = (CORPORA / "sonnets.txt").read_text()
     n, i = 0, 0
     with open(path, "w", encoding="utf-8", newline="") as f:
         while n < mb * 1_000_000:
@@ -67,8 +51,8 @@ def make_corpus(path: Path, mb: int) -> int:
     return path.stat().st_size
 
 
-def child(corpus: Path, env: dict) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, str(corpus)], env=env, check=True,
+def child(corpus: Path, child_env: dict) -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, str(corpus)], env=child_env, check=True,
                          capture_output=True, text=True, cwd=ROOT)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -81,24 +65,31 @@ def main() -> None:
         tmp = Path(tmp)
         corpus = tmp / "big.txt"
         size = make_corpus(corpus, args.mb)
-        env = dict(os.environ, TEXTGEN_CACHE_DIR=str(tmp / "cache"), TF_CPP_MIN_LOG_LEVEL="2")
-        cold = child(corpus, env)
-        warm = child(corpus, env)
+        child_env = env(TEXTGEN_CACHE_DIR=str(tmp / "cache"))
+        cold = child(corpus, child_env)
+        warm = child(corpus, child_env)
         t = time.perf_counter()
         clean = subprocess.run(
             [sys.executable, "-c", CLI_CHILD, "clean", str(corpus), "--collapse-spaces",
              "--unescape-html", "--remove-urls", "-o", str(tmp / "clean.txt")],
-            env=env, check=True, capture_output=True, text=True, cwd=ROOT)
+            env=child_env, check=True, capture_output=True, text=True, cwd=ROOT)
         clean_secs = time.perf_counter() - t
         clean_rss = float(clean.stderr.strip().splitlines()[-1])
     print(f"Corpus: {size / 1e6:.0f} MB ({cold['ids']:,} characters, {cold['windows']:,} "
           f"training windows of the default config), {time.strftime('%Y-%m-%d')}\n")
     print("| step | seconds | peak RSS (MB) |")
     print("|---|---|---|")
-    print(f"| read + clean + encode + windows (cold) | {cold['seconds']:.1f} | {cold['rss_mb']:.0f} |")
+    print(f"| read + clean + encode + windows (cold) | {cold['seconds']:.1f} | "
+          f"{cold['rss_mb']:.0f} |")
     print(f"| same, ids from the cache (warm) | {warm['seconds']:.1f} | {warm['rss_mb']:.0f} |")
     print(f"| `textgen clean` with 3 rules, whole process | {clean_secs:.1f} | {clean_rss:.0f} |")
     assert warm["cached"] and not cold["cached"]
+    records.write_record(
+        "corpus_scale",
+        {"mb": args.mb, "clean_rules": "--collapse-spaces --unescape-html --remove-urls"},
+        {"corpus_mb": size / 1e6, "characters": cold["ids"], "windows": cold["windows"],
+         "cold_s": cold["seconds"], "cold_rss_mb": cold["rss_mb"], "warm_s": warm["seconds"],
+         "warm_rss_mb": warm["rss_mb"], "clean_s": clean_secs, "clean_rss_mb": clean_rss})
 
 
 if __name__ == "__main__":

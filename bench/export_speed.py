@@ -23,21 +23,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import records
+from common import make_run
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
-
-
-def make_run(tmp: Path) -> Path:
-    """A default-config (2 x LSTM 128) run folder; a few steps suffice for timing."""
-    out = tmp / "run"
-    done = subprocess.run([sys.executable, "-m", "textgen", "train", str(CORPUS), "--out",
-                           str(out), "--epochs", "1", "--steps-per-epoch", "20", "--seed", "0",
-                           "--sample-every", "0"], cwd=tmp, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"training the benchmark run failed:\n{done.stderr[-3000:]}")
-    return out
 
 
 def page_rate(page: Path, browser: str, chars: int, temperature: float, prime: str,
@@ -110,6 +99,16 @@ def main() -> None:
     print(f"| weights.h5 | {weights_size:,} |")
     print(f"| page.html (float32 weights, base64) | {page_size:,} "
           f"({page_size / weights_size:.2f} x weights.h5) |")
+    records.write_record(
+        "export_speed",
+        {"model": f"{cfg.layers} x {cfg.cell.upper()} {cfg.units}", "vocabulary": len(gen.vocab),
+         "parameters": params, "unit": unit, "tokens_per_load": args.chars,
+         "repeats": args.repeats, "browser": version.strip(),
+         "run": str(args.run) if args.run else None},
+        {"rows": [{"engine": engine, "temperature": t, "rate": rate}
+                  for (engine, t), rate in rates.items()]
+         + [{"engine": "numpy", "temperature": 1.0, "rate": np_rate}],
+         "weights_bytes": weights_size, "page_bytes": page_size})
 
 
 if __name__ == "__main__":

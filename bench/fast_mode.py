@@ -20,26 +20,23 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from textgen.devices import CHAINS_MIN_STEPS  # noqa: E402 (imports no framework)
+import records
+from common import CORPUS, env, textgen
+
+from textgen.devices import CHAINS_MIN_STEPS  # imports no framework
 
 
-def one_start(tmp: Path, i: int, steps: int, env: dict) -> float:
+def one_start(tmp: Path, i: int, steps: int) -> float:
     out = tmp / f"run-{i}"
     epochs = max(2, -(-CHAINS_MIN_STEPS // steps))
-    subprocess.run([sys.executable, "-m", "textgen", "train",
-                    ROOT / "corpora" / "tinyshakespeare.txt", "--out", out, "--epochs", str(epochs),
-                    "--steps-per-epoch", str(steps), "--val-split", "0", "--sample-every", "0",
-                    "--seed", str(i)], cwd=tmp, env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    textgen("train", CORPUS, "--out", out, "--epochs", epochs, "--steps-per-epoch", steps,
+            "--val-split", 0, "--sample-every", 0, "--seed", i, cwd=tmp, quiet=True)
     with (out / "log.csv").open() as f:
         rows = list(csv.DictReader(f))
     seconds = float(rows[1]["seconds"]) - float(rows[0]["seconds"])
@@ -68,8 +65,9 @@ print(steps * 128 * 40 / clock.seconds)
 """
 
 
-def plain_start(steps: int, env: dict) -> float:
-    out = subprocess.run([sys.executable, "-c", PLAIN, str(steps)], env=env, check=True,
+def plain_start(steps: int) -> float:
+    out = subprocess.run([sys.executable, "-c", PLAIN, str(steps)], check=True,
+                         env=env(quiet=True, KERAS_BACKEND="tensorflow"),
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return float(out.stdout)
 
@@ -81,18 +79,21 @@ def main() -> None:
     parser.add_argument("--plain", action="store_true",
                         help="a plain Keras model on TensorFlow's threads, not textgen")
     args = parser.parse_args()
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     speeds = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.starts):
-            speeds.append(plain_start(args.steps, dict(env, KERAS_BACKEND="tensorflow"))
-                          if args.plain else one_start(Path(tmp), i, args.steps, env))
+            speeds.append(plain_start(args.steps) if args.plain
+                          else one_start(Path(tmp), i, args.steps))
             print(f"start {i + 1}: {speeds[-1]:,.0f} targets/s", file=sys.stderr, flush=True)
     what = "plain Keras model" if args.plain else "default config"
     print(f"{args.starts} process starts, {what}, {args.steps} timed steps each: "
           f"median {statistics.median(speeds):,.0f} targets/s, "
           f"min {min(speeds):,.0f}, max {max(speeds):,.0f}")
     print("sorted: " + ", ".join(f"{s:,.0f}" for s in sorted(speeds)))
+    records.write_record("fast_mode", {"model": "plain" if args.plain else "textgen",
+                                       "starts": args.starts, "steps": args.steps},
+                         {"median": statistics.median(speeds), "min": min(speeds),
+                          "max": max(speeds), "targets_s": sorted(speeds)})
 
 
 if __name__ == "__main__":

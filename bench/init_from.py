@@ -18,21 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CORPORA = {"sonnets": ROOT / "corpora" / "sonnets.txt", "pydocs": ROOT / "corpora" / "pydocs.txt"}
+import records
+from common import CORPORA as BUNDLED
+from common import CORPUS, textgen
 
-
-def textgen(*args, cwd) -> str:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run([sys.executable, "-m", "textgen", *map(str, args)], cwd=cwd, env=env,
-                         check=True, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    return out.stdout
+CORPORA = {"sonnets": BUNDLED / "sonnets.txt", "pydocs": BUNDLED / "pydocs.txt"}
 
 
 def run_and_score(corpus: Path, out: Path, minutes: float, seed: int, tmp: str,
@@ -40,12 +35,14 @@ def run_and_score(corpus: Path, out: Path, minutes: float, seed: int, tmp: str,
     extra = ["--init-from", base] if base else []
     # Short epochs (100 steps), so the time budget and the best weights are checked often.
     textgen("train", corpus, "--out", out, "--max-minutes", minutes, "--epochs", 1000,
-            "--steps-per-epoch", 100, "--seed", seed, "--sample-every", 0, *extra, cwd=tmp)
+            "--steps-per-epoch", 100, "--seed", seed, "--sample-every", 0, *extra, cwd=tmp,
+            quiet=True)
     state = json.loads((out / "state.json").read_text())
     models = {m["model"]: m["nats_per_char"]
-              for m in json.loads(textgen("evaluate", out, "--json", cwd=tmp))["models"]}
+              for m in json.loads(textgen("evaluate", out, "--json", cwd=tmp,
+                                          quiet=True))["models"]}
     sample = textgen("sample", "--run", out, "--chars", 200, "--temperature", 0.5, "--seed", 1,
-                     cwd=tmp)
+                     cwd=tmp, quiet=True)
     return {"loss": models["textgen model (weights.h5)"], "kn": models["6-gram Kneser-Ney"],
             "start": models.get("untrained model"), "steps": state["steps_done"],
             "seconds": state["seconds"], "sample": sample}
@@ -61,9 +58,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base"
-        textgen("train", ROOT / "corpora" / "tinyshakespeare.txt", "--out", base, "--epochs", 1000,
+        textgen("train", CORPUS, "--out", base, "--epochs", 1000,
                 "--max-minutes", args.base_minutes, "--seed", args.seed, "--sample-every", 0,
-                cwd=tmp)
+                cwd=tmp, quiet=True)
         base_state = json.loads((base / "state.json").read_text())
         print(f"base: {base_state['steps_done']} steps, best {base_state['best_loss']:.4f}",
               file=sys.stderr, flush=True)
@@ -90,6 +87,17 @@ def main() -> None:
     for name, minutes, s in rows:
         for arm in ("scratch", "init"):
             print(f"\n{name}, {minutes:g} min, {arm}:\n```\n{s[arm]['sample'].rstrip()}\n```")
+    records.write_record(
+        "init_from", {"base_corpus": "tinyshakespeare", "base_config": "default",
+                      "base_minutes": args.base_minutes, "minutes": args.minutes,
+                      "corpora": args.corpora, "seed": args.seed, "steps_per_epoch": 100},
+        {"base_steps": base_state["steps_done"], "base_val": base_state["best_loss"],
+         "rows": [{"corpus": name, "minutes": minutes, "scratch": s["scratch"]["loss"],
+                   "scratch_steps": s["scratch"]["steps"], "init": s["init"]["loss"],
+                   "init_steps": s["init"]["steps"], "start": s["init"]["start"],
+                   "kn_6gram": s["scratch"]["kn"],
+                   "samples": {arm: s[arm]["sample"] for arm in ("scratch", "init")}}
+                  for name, minutes, s in rows]})
 
 
 if __name__ == "__main__":

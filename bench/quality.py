@@ -30,12 +30,13 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+import records
+from common import CONFIGS, CORPORA, describe, load_config, textgen
+
 TARGETS = {"tinyshakespeare": {5: "<= 1.50", 60: "<= 1.45"},
            "pymanual": {15: ">= 5% below KN"}}
-HOUR_CONFIG = ROOT / "configs" / "best-cpu-hour.toml"  # the model that keeps learning for an hour
-SHORT_CONFIG = ROOT / "configs" / "best-cpu.toml"
+HOUR_CONFIG = CONFIGS / "best-cpu-hour.toml"  # the model that keeps learning for an hour
+SHORT_CONFIG = CONFIGS / "best-cpu.toml"
 
 
 def budget_config(minutes: float) -> Path:
@@ -43,11 +44,53 @@ def budget_config(minutes: float) -> Path:
     return HOUR_CONFIG if minutes >= 60 else SHORT_CONFIG
 
 
-def textgen(*args, cwd) -> str:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    out = subprocess.run([sys.executable, "-m", "textgen", *map(str, args)], cwd=cwd, env=env,
-                         check=True, stdout=subprocess.PIPE, text=True)
-    return out.stdout
+MODEL = "textgen model (weights.h5)"
+KN = "6-gram Kneser-Ney"
+
+
+def train_and_score(corpus: Path, run: Path, minutes: float, seed: int, config: Path,
+                    backend: str | None, plot: Path | None, tmp: str) -> dict:
+    """One budget and seed: train, evaluate on the validation split, plot; the record's row."""
+    t = time.perf_counter()
+    textgen("train", corpus, "--config", config.resolve(), "--max-minutes", minutes,
+            "--out", run, "--seed", seed, "--sample-every", 0,
+            *(["--backend", backend] if backend else []), cwd=tmp)
+    wall = time.perf_counter() - t
+    state = json.loads((run / "state.json").read_text())
+    result = json.loads(textgen("evaluate", run, "--json", cwd=tmp))
+    models = {m["model"]: m["nats_per_char"] for m in result["models"]}
+    if plot is not None:
+        try:
+            textgen("plot", run, "-o", plot, "--force", cwd=tmp)
+        except subprocess.CalledProcessError:
+            pass  # matplotlib missing: the table still stands
+    return {"minutes": minutes, "seed": seed, "config": config.name,
+            "model": describe(load_config(config)), "train_minutes": state["seconds"] / 60,
+            "wall_minutes": wall / 60, "epochs": state["epochs_done"],
+            "steps": state["steps_done"], "val_nats_per_char": models[MODEL],
+            "kn_6gram": models[KN], "untrained": models.get("untrained model"),
+            "unigram": next((v for k, v in models.items() if "unigram" in k.lower()), None)}
+
+
+def print_table(name: str, backend: str, rows: list[dict], seeds: list[int]) -> None:
+    print(f"{name}, validation = last 10% of the file; {backend}; "
+          f"{os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d')}\n")
+    print("| budget | config | seed | training time | epochs (steps) | val nats/char | 6-gram KN "
+          "| vs KN | untrained | target |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        kn, loss, minutes = r["kn_6gram"], r["val_nats_per_char"], r["minutes"]
+        untrained = r["untrained"] if r["untrained"] is not None else float("nan")
+        print(f"| {minutes:g} min | {r['config']} | {r['seed']} | {r['train_minutes']:.1f} min "
+              f"({r['wall_minutes']:.1f} min wall) | {r['epochs']} ({r['steps']:,}) | "
+              f"{loss:.4f} | {kn:.4f} | {100 * (loss / kn - 1):+.1f}% | {untrained:.4f} | "
+              f"{TARGETS.get(name, {}).get(int(minutes), '')} |")
+        if len(seeds) > 1 and r["seed"] == seeds[-1]:
+            losses = [q["val_nats_per_char"] for q in rows if q["minutes"] == minutes]
+            mean = sum(losses) / len(losses)
+            print(f"| {minutes:g} min | {r['config']} | mean of {len(losses)} | | | {mean:.4f} "
+                  f"({min(losses):.4f}-{max(losses):.4f}) | {kn:.4f} | "
+                  f"{100 * (mean / kn - 1):+.1f}% | | |")
 
 
 def main() -> None:
@@ -64,56 +107,31 @@ def main() -> None:
     parser.add_argument("--backend", choices=("tensorflow", "jax", "torch"),
                         help="textgen train's --backend (default: KERAS_BACKEND, else tensorflow)")
     args = parser.parse_args()
-    bundled = ROOT / "corpora" / f"{args.corpus}.txt"
+    bundled = CORPORA / f"{args.corpus}.txt"
     corpus = bundled if bundled.is_file() else Path(args.corpus).resolve()
     name = corpus.stem
-    rows = []
-    results = ROOT / "bench" / "results"
-    results.mkdir(exist_ok=True)
+    plots = records.results_dir()  # bench/results, beside the records
+    plots.mkdir(parents=True, exist_ok=True)
     suffix = "" if name == "tinyshakespeare" else f"{name}-"
-    if args.config:  # another config's plots never replace the README's
+    if args.config:  # another config's plots never replace the docs'
         suffix += f"{args.config.stem}-"
+    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for minutes, seed in itertools.product(args.minutes, args.seed):
-            run = Path(tmp) / f"run-{minutes:g}-{seed}"
-            config = args.config or budget_config(minutes)
-            t = time.perf_counter()
-            textgen("train", corpus, "--config", config.resolve(), "--max-minutes", minutes,
-                    "--out", run, "--seed", seed, "--sample-every", 0,
-                    *(["--backend", args.backend] if args.backend else []), cwd=tmp)
-            wall = time.perf_counter() - t
-            state = json.loads((run / "state.json").read_text())
-            result = json.loads(textgen("evaluate", run, "--json", cwd=tmp))
-            models = {m["model"]: m["nats_per_char"] for m in result["models"]}
-            try:
-                if seed == args.seed[0]:  # one plot per budget: the first seed's
-                    textgen("plot", run, "-o", results / f"quality-{suffix}{minutes:g}min.png",
-                            "--force", cwd=tmp)
-            except subprocess.CalledProcessError:
-                pass  # matplotlib missing: the table still stands
-            rows.append((minutes, seed, config, state, wall, models))
-            print(f"done {minutes:g} min, seed {seed}: {models}", file=sys.stderr, flush=True)
+            plot = (plots / f"quality-{suffix}{minutes:g}min.png"
+                    if seed == args.seed[0] else None)  # one plot per budget: the first seed's
+            rows.append(train_and_score(corpus, Path(tmp) / f"run-{minutes:g}-{seed}", minutes,
+                                        seed, args.config or budget_config(minutes),
+                                        args.backend, plot, tmp))
+            print(f"done {minutes:g} min, seed {seed}: {rows[-1]['val_nats_per_char']:.4f}",
+                  file=sys.stderr, flush=True)
     from textgen.devices import default_backend  # what textgen train chose without --backend
 
     backend = args.backend or default_backend()
-    print(f"{name}, validation = last 10% of the file; {backend}; "
-          f"{os.cpu_count()} CPU cores; {time.strftime('%Y-%m-%d')}\n")
-    print("| budget | config | seed | training time | epochs (steps) | val nats/char | 6-gram KN "
-          "| vs KN | untrained | target |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for minutes, seed, config, state, wall, models in rows:
-        kn, loss = models["6-gram Kneser-Ney"], models["textgen model (weights.h5)"]
-        print(f"| {minutes:g} min | {config.name} | {seed} | {state['seconds'] / 60:.1f} min "
-              f"({wall / 60:.1f} min wall) | {state['epochs_done']} ({state['steps_done']:,}) | "
-              f"{loss:.4f} | {kn:.4f} | {100 * (loss / kn - 1):+.1f}% | "
-              f"{models.get('untrained model', float('nan')):.4f} | "
-              f"{TARGETS.get(name, {}).get(int(minutes), '')} |")
-        if len(args.seed) > 1 and seed == args.seed[-1]:
-            losses = [r[5]["textgen model (weights.h5)"] for r in rows if r[0] == minutes]
-            mean = sum(losses) / len(losses)
-            print(f"| {minutes:g} min | {config.name} | mean of {len(losses)} | | | {mean:.4f} "
-                  f"({min(losses):.4f}-{max(losses):.4f}) | {kn:.4f} | "
-                  f"{100 * (mean / kn - 1):+.1f}% | | |")
+    print_table(name, backend, rows, args.seed)
+    records.write_record("quality", {"corpus": name, "minutes": args.minutes, "seeds": args.seed,
+                                     "config": args.config.name if args.config else None,
+                                     "backend": backend}, {"rows": rows})
 
 
 if __name__ == "__main__":

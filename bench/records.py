@@ -82,9 +82,16 @@ def gpu_name() -> str | None:
 
 
 def versions() -> dict[str, str]:
-    """Python's and the installed packages' versions (read from metadata: nothing imported)."""
+    """Python's and the installed packages' versions (read from metadata: no framework is
+    imported); textgen's from the textgen that runs (an editable install's metadata can lag)."""
     out = {"python": platform.python_version()}
-    for name in ("textgen", *PACKAGES):
+    try:
+        from textgen._version import __version__ as textgen_version
+
+        out["textgen"] = textgen_version
+    except ImportError:
+        pass
+    for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -127,11 +134,17 @@ def write_record(bench: str, config: dict[str, Any], figures: dict[str, Any], *,
     return save(record, results)
 
 
+def results_dir() -> Path:
+    """Where new records go: bench/results, or $TEXTGEN_BENCH_RESULTS when set (a smoke run of
+    a bench script on a busy machine writes there, not into the committed records)."""
+    return Path(os.environ.get("TEXTGEN_BENCH_RESULTS") or RESULTS)
+
+
 def save(record: dict[str, Any], results: Path | None = None) -> Path:
-    """Write ``record`` (checked) under ``results`` (default bench/results), named by its date
-    (a counter is added if two records of one bench share a second)."""
+    """Write ``record`` (checked) under ``results`` (default ``results_dir()``), named by its
+    date (a counter is added if two records of one bench share a second)."""
     check(record)
-    folder = (results or RESULTS) / record["bench"]
+    folder = (results or results_dir()) / record["bench"]
     folder.mkdir(parents=True, exist_ok=True)
     stem = record["date"].replace(":", "").replace("-", "")
     path, n = folder / f"{stem}.json", 1

@@ -21,10 +21,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import records
+from common import CORPUS, make_run
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 
 
 def seed_style_model(cfg, vocab_size: int, as_written: bool = False):
@@ -53,15 +53,6 @@ def seed_style_model(cfg, vocab_size: int, as_written: bool = False):
                   loss="categorical_crossentropy" if as_written
                   else "sparse_categorical_crossentropy")
     return model
-
-
-def make_run(tmp: Path) -> Path:
-    """A default-config (2 x LSTM 128) run folder; a few steps suffice for timing."""
-    out = tmp / "run"
-    subprocess.run([sys.executable, "-m", "textgen", "train", str(CORPUS), "--out", str(out),
-                    "--epochs", "1", "--steps-per-epoch", "20", "--seed", "0"],
-                   check=True, cwd=tmp, capture_output=True)
-    return out
 
 
 def bench_sampling(run: Path, repeats: int) -> dict:
@@ -142,6 +133,14 @@ def main() -> None:
     note = "" if seed_chars == 500 else f" (seed-style timed on {seed_chars} chars, scaled)"
     print(f"\nWall time is the median of {repeats} runs{note}; the seed-style sampler runs an "
           "untrained seed-style model (its speed does not depend on the weights).")
+    records.write_record(
+        "speed",
+        {"model": "default (2 x LSTM 128), 20 steps trained", "chars": 500,
+         "repeats": repeats, "seed_style_chars": seed_chars, "backend": "tensorflow"},
+        {"sample_500_wall_s": sampling["wall"],
+         "sample_500_script_wall_s": sampling["wall_script"],
+         "chars_per_s_batch1": sampling["rates"][1], "chars_per_s_batch32": sampling["rates"][32],
+         "seed_style_sample_500_s": seed_500, "seed_style_chars_per_s": seed_chars / seed_secs})
 
 
 if __name__ == "__main__":

@@ -49,18 +49,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import records
+from common import CLI_CHILD, CONFIGS, CORPUS, env, load_config
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 DEFAULT = "default (2 x LSTM 128, batch 128 x 40)"
 
 
 def bundled_config(stem: str):
     """configs/STEM.toml over the defaults, as ``textgen train --config`` resolves it."""
-    from textgen.config import Config, load_toml, merge
-
-    return merge(Config(), load_toml(ROOT / "configs" / f"{stem}.toml"), f"{stem}.toml")
+    return load_config(CONFIGS / f"{stem}.toml")
 
 
 def best_config():
@@ -390,13 +388,10 @@ def backend_rows(rounds: int, steps: int) -> list[dict]:
 
 
 def train_rss(corpus: Path, tmp: Path, name: str) -> float:
-    from corpus_scale import CLI_CHILD  # bench/corpus_scale.py, beside this script
-
-    env = dict(os.environ, TEXTGEN_CACHE_DIR="", TF_CPP_MIN_LOG_LEVEL="2")
     out = subprocess.run(
         [sys.executable, "-c", CLI_CHILD, "train", str(corpus), "--out", str(tmp / name),
          "--epochs", "1", "--steps-per-epoch", "50", "--seed", "0", "--sample-every", "0"],
-        env=env, capture_output=True, text=True, check=True, cwd=tmp)
+        env=env(TEXTGEN_CACHE_DIR=""), capture_output=True, text=True, check=True, cwd=tmp)
     return float(out.stderr.strip().splitlines()[-1])
 
 
@@ -447,10 +442,13 @@ def main() -> None:
     from textgen.devices import set_threads
 
     threads = set_threads()  # as `textgen train` does, before TensorFlow starts
+    config = {"mode": "backends-only" if args.backends_only else "full", "rounds": rounds,
+              "steps": steps, "threads": list(threads) if threads else None}
     if args.backends_only:
         rows = measure([DEFAULT, PYDATASET, SEED], rounds, steps)
         rows[-1:-1] = backend_rows(rounds, steps)
         print_table(rows, peak, threads)
+        records.write_record("train_speed", config, {"roofline_gflops": peak, "rows": rows})
         return
     rows = measure([DEFAULT, PYDATASET, BEST, CHAINS, PLAIN, SHORT, SEED], rounds, steps)
     rows[-1:-1] = backend_rows(rounds, steps)
@@ -485,6 +483,11 @@ def main() -> None:
           f"{big_mb:.0f} MB corpus, {rss_small:,.0f} MB on tinyshakespeare (1.1 MB).")
     print(f"`textgen --help`: {statistics.median(helps) * 1000:.0f} ms (median of 5, "
           f"python -m textgen).")
+    records.write_record("train_speed", dict(config, mb=args.mb), {
+        "roofline_gflops": peak, "rows": rows,
+        "default_vs_seed_as_written": rows[0]["targets_s"] / written,
+        "train_rss_mb": {"big": rss_big, "big_corpus_mb": big_mb, "tinyshakespeare": rss_small},
+        "help_ms": statistics.median(helps) * 1000})
 
 
 if __name__ == "__main__":
