@@ -535,12 +535,18 @@ def check(backend: str, optimizer: str = "adam", steps: int = 3, seed: int = 0) 
     keras.utils.set_random_seed(seed)
     model = build_model(cfg.model, shape.vocab)
     compile_model(model, cfg.train)
-    named = get_named_weights(model, cfg.model)
+    # weights far from the initialisers' (whose logits are all near 0, so that any model's
+    # loss is near log(vocab)): a wrong port shows as another loss
+    rng = np.random.default_rng(seed)
+    named = {k: (v + rng.normal(0, 0.3, v.shape)).astype(np.float32)
+             for k, v in get_named_weights(model, cfg.model).items()}
+    set_named_weights(model, cfg.model, named)
     weights = port(named, shape)
     (x, y), *train = batches(shape, steps + 1, seed)
     logits = model(x, training=False)
     keras_eval = float(keras.losses.SparseCategoricalCrossentropy(from_logits=True)(y, logits))
     bare_eval = make_bare(backend, shape, weights).loss(x, y)
+    unported = make_bare(backend, shape, random_weights(shape, seed + 1)).loss(x, y)
     # the training sequence without dropout: Keras's Dropout layers are switched off
     cfg0 = Config.from_dict({**data, "model": {**data["model"], "dropout": 0.0}})
     keras.utils.set_random_seed(seed)
@@ -554,7 +560,7 @@ def check(backend: str, optimizer: str = "adam", steps: int = 3, seed: int = 0) 
         loss = bare.step(*bare.to_device(batch))
         bare_losses.append(float(np.asarray(loss)))
     return {"backend": backend, "optimizer": optimizer, "shape": asdict(shape),
-            "eval_loss": {"keras": keras_eval, "bare": bare_eval},
+            "eval_loss": {"keras": keras_eval, "bare": bare_eval}, "unported_eval": unported,
             "train_losses": {"keras": keras_losses, "bare": bare_losses}}
 
 
@@ -562,9 +568,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", choices=("torch", "jax", "tensorflow"), required=True,
                         help="compare the bare step with textgen's Keras step on this backend")
-    parser.add_argument("--optimizer", choices=("adam", "rmsprop"), default="adam")
+    parser.add_argument("--optimizer", nargs="+", choices=("adam", "rmsprop"), default=["adam"])
     args = parser.parse_args()
-    print(json.dumps(check(args.check, args.optimizer)))
+    for optimizer in args.optimizer:  # one JSON line each
+        print(json.dumps(check(args.check, optimizer)), flush=True)
 
 
 if __name__ == "__main__":
