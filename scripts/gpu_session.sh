@@ -121,7 +121,7 @@ say "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $($py --versi
 timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
   --format=csv 2>&1 | tee "$work/nvidia-smi.txt" || say "no nvidia-smi (no GPU)"
 
-# 1. Keras and its missing needs, from the carried wheels, into /tmp/site.
+# 1. Keras and its missing needs, from the carried wheels, into a folder of this session.
 if [[ "$wheels" != none ]]; then
   shopt -s nullglob
   files=("$wheels"/*.whl)
@@ -130,8 +130,8 @@ if [[ "$wheels" != none ]]; then
     say "no wheels in $wheels: Keras must already be importable"
   else
     step wheels 120 "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-      --upgrade --target /tmp/site "${files[@]}"
-    export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+      --upgrade --target "$work/site" "${files[@]}"
+    export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
   fi
 fi
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
