@@ -363,18 +363,21 @@ def worker(backend: str, budget: float, cpu: bool, shapes: list, precisions: lis
 
     emit("device", info=describe_devices("lstm"), keras=lab.keras.__version__,
          framework=__import__(backend).__version__, import_s=time.monotonic() - start)
-    round_s, max_steps = (0.25, 8) if not lab.gpu else (0.5, 60)
+    round_s, max_steps = (0.25, 8) if not lab.gpu else (0.3, 60)
     if quick:
         round_s = round_s / 2
+    # shares of the budget: building and warming up (compiling) to 40%, the main table's
+    # rounds to 50% (85% without levers), the profiles (JAX compiles the steps again to read
+    # their programs), the levers to the end
     groups = build_groups(lab, shapes, precisions if lab.gpu else ["float32"], round_s,
-                          max_steps, start + 0.45 * budget)
-    if profile and groups:
-        emit("profile", profiles=profiles_for(lab, groups[0], steps=3 if quick else 5))
+                          max_steps, start + 0.4 * budget)
     cands = [c for g in groups for c in g["cands"] if c.warm_s is not None]
-    run_rounds(cands, start + (0.7 if levers else 0.95) * budget, 3 if quick else 7,
+    run_rounds(cands, start + (0.5 if levers else 0.85) * budget, 3 if quick else 7,
                lambda: emit("table", rows=[group_row(g) for g in groups]))
+    if profile and groups:
+        emit("profile", profiles=profiles_for(lab, groups, steps=3 if quick else 5))
     if levers and groups:
-        run_levers(lab, groups, round_s, max_steps, deadline - 5, quick)
+        run_levers(lab, groups, round_s, max_steps, deadline - 3, quick)
     emit("done", seconds=time.monotonic() - start)
 
 
@@ -471,8 +474,10 @@ def run_levers(lab: Lab, groups: list, round_s: float, max_steps: int, until: fl
     for name, ref_kind, make in lever_specs(lab, group):
         ref = refs.get(ref_kind)
         left = until - time.monotonic()
-        if ref is None or left < 20:
-            rows.append({"lever": name, "skipped": "budget spent" if ref else "no reference"})
+        why = ("no reference" if ref is None else "budget spent" if left < (5 if quick else 20)
+               else "--quick: no compiling" if quick and "compile" in name else None)
+        if why:
+            rows.append({"lever": name, "skipped": why})
             emit("levers", rows=rows, group=group["label"])
             continue
         try:
@@ -496,9 +501,18 @@ def run_levers(lab: Lab, groups: list, round_s: float, max_steps: int, until: fl
 
 # ----------------------------------------------------------------------------- profiles
 
-def profiles_for(lab: Lab, group: dict, steps: int) -> dict:
-    """The profiler summary (bench/profile_step.py) of one textgen fit step and one bare step
-    of ``group``; a failure is recorded, not raised."""
+def profiles_for(lab: Lab, groups: list, steps: int) -> dict:
+    """The profiler summaries (bench/profile_step.py) of the first group of each precision:
+    its textgen fit (PyTorch), Keras step and bare step; a failure is recorded, not raised."""
+    found, seen = {}, set()
+    for group in groups:
+        if group["precision"] not in seen:
+            seen.add(group["precision"])
+            found.update(profile_group(lab, group, steps))
+    return found
+
+
+def profile_group(lab: Lab, group: dict, steps: int) -> dict:
     import profile_step
 
     found = {}
@@ -553,7 +567,7 @@ def profile_section(backend: str, config: str, precision: str, steps: int) -> di
     group = build_group(lab, config, precision)
     for c in group["cands"]:
         c.warm(0.2, 5)
-    return profiles_for(lab, group, steps)
+    return profile_group(lab, group, steps)
 
 
 # ----------------------------------------------------------------------------- the parent

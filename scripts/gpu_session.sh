@@ -44,7 +44,7 @@ usage() {
   cat <<'USAGE'
 Usage: scripts/gpu_session.sh [--cpu] [--budget S] [--parts "bench preempt quality"]
                               [--wheels DIR] [--python PY] [--quality-minutes M]
-  --budget           seconds for the whole script (default 540; the device tool stops a
+  --budget           seconds for the whole script (default 560; the device tool stops a
                      command at 600)
   --parts            which steps to run, in this order (default: all three)
   --wheels           the wheels to install (default .whl); "none": install nothing
@@ -56,7 +56,7 @@ USAGE
 }
 
 cpu=0
-budget=540
+budget=560
 parts="bench preempt quality"
 wheels=".whl"
 py="python3"
@@ -90,7 +90,7 @@ left() { echo $((budget - (SECONDS - start))); }
 wants() { [[ " $parts " == *" $1 "* ]]; }
 
 pack() {  # everything so far into $OUT: the archive, and the few files worth reading first
-  tar -czf "$OUT/session.tar.gz.tmp" -C "$work" . 2>/dev/null &&
+  tar -czf "$OUT/session.tar.gz.tmp" -C "$work" --exclude ./site --exclude ./cache . 2>/dev/null &&
     mv "$OUT/session.tar.gz.tmp" "$OUT/session.tar.gz"
   local newest
   newest="$(find "$results/gpu" -name '*.json' 2>/dev/null | sort | tail -1)"  # named by date
@@ -136,7 +136,7 @@ if [[ "$wheels" != none ]]; then
 fi
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 export XLA_PYTHON_CLIENT_PREALLOCATE=false TEXTGEN_CACHE_DIR="$work/cache"
-timeout 120 "$py" - <<'PY' 2>&1 | tee "$work/versions.txt"
+KERAS_BACKEND=torch timeout 120 "$py" - <<'PY' 2>&1 | tee "$work/versions.txt"
 import importlib
 for name in ("keras", "torch", "jax", "jaxlib", "numpy", "h5py", "click", "optree", "namex"):
     try:

@@ -117,7 +117,7 @@ def test_cpu_mode_runs_end_to_end_and_writes_a_record(tmp_path):
     """bench/gpu.py --cpu --quick on JAX and PyTorch (tiny shape, one thread): every kind of
     step measured, ratios computed from them, levers and profiles reported, one record."""
     result = _run(BENCH / "gpu.py", "--cpu", "--quick", "--backends", "jax", "torch",
-                  "--threads", "1", "--budget", "60", "--grace", "30", "--out", tmp_path / "out",
+                  "--threads", "1", "--budget", "100", "--grace", "40", "--out", tmp_path / "out",
                   "--results", tmp_path / "results")
     assert result.returncode == 0, result.stderr[-3000:]
     (path,) = (tmp_path / "results" / "gpu").glob("*.json")
@@ -134,7 +134,11 @@ def test_cpu_mode_runs_end_to_end_and_writes_a_record(tmp_path):
             assert row[kind]["targets_s"] == pytest.approx(16 * 20 / row[kind]["ms"] * 1e3)
         assert row["textgen fit / bare"] == pytest.approx(row["textgen fit"]["ms"] /
                                                           row["bare"]["ms"])
-        assert res["levers"] and res["profiles"]
+        measured = [lever for lever in res["levers"] if "ratio" in lever]
+        assert measured, res["levers"]  # at least one lever timed beside its reference
+        for lever in measured:
+            assert lever["ratio"] == pytest.approx(lever["with"]["ms"] / lever["ref"]["ms"])
+        assert res["profiles"]
         assert all("error" not in p for p in res["profiles"].values()), res["profiles"]
     torch_profiles = by_backend["torch"]["profiles"].values()
     assert all(p["cudnn_rnn"] is False for p in torch_profiles)  # no GPU: no cuDNN
