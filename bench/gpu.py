@@ -285,19 +285,31 @@ def keras_step_candidate(lab: Lab, name: str, model, ring) -> Candidate | None:
     return Candidate(name, "keras step", ring[0][0].size, run, lab.sync_keras(model))
 
 
-def bare_candidate(lab: Lab, name: str, shape, ring, precision: str, host: bool = False,
+def bare_candidate(lab: Lab, name: str, shape, ring, precision: str, feed: str = "device",
                    **options) -> Candidate:
-    """bench/bare_kernel.py's step; ``host``: each batch copied from host memory per step."""
+    """bench/bare_kernel.py's step. ``feed``: "device" (batches already there), "host" (each
+    batch copied from host memory every step, as Keras does) or "pinned" (PyTorch on a GPU:
+    from page-locked memory, ``non_blocking``)."""
     from bare_kernel import make_bare, random_weights
 
     bare = make_bare(lab.backend, shape, random_weights(shape), precision, **options)
     on_device = [bare.to_device(b) for b in ring]
+    if feed == "pinned":
+        import torch
+
+        pinned = [tuple(torch.from_numpy(a).pin_memory() for a in b) for b in ring]
     last = []
+
+    def batch(i):
+        if feed == "host":
+            return bare.to_device(ring[i % len(ring)])
+        if feed == "pinned":
+            return tuple(t.to(bare.device, non_blocking=True) for t in pinned[i % len(ring)])
+        return on_device[i % len(ring)]
 
     def run(n):
         for i in range(n):
-            batch = bare.to_device(ring[i % len(ring)]) if host else on_device[i % len(ring)]
-            last[:] = [bare.step(*batch)]
+            last[:] = [bare.step(*batch(i))]
 
     return Candidate(name, "bare", shape.targets, run, lambda: bare.sync(), min_steps=2)
 
@@ -403,6 +415,26 @@ def build_groups(lab: Lab, shapes, precisions, round_s, max_steps, until) -> lis
 
 # ----------------------------------------------------------------------------- levers
 
+def nondeterministic(lab: Lab, make):
+    """``make`` (a lever's maker), its steps run with PyTorch's deterministic algorithms off
+    (textgen asks for them: devices.set_determinism)."""
+    def made():
+        import torch
+
+        cand = make()
+        run = cand.run
+
+        def free_run(n):
+            torch.use_deterministic_algorithms(False)
+            try:
+                run(n)
+            finally:
+                torch.use_deterministic_algorithms(True, warn_only=lab.gpu)
+        cand.run = free_run
+        return cand
+    return made
+
+
 def lever_specs(lab: Lab, group: dict) -> list:
     """(name, reference kind in ``group``, maker) for this backend; makers build a
     Candidate. Costly compiles come last: the budget cuts them first."""
@@ -421,32 +453,17 @@ def lever_specs(lab: Lab, group: dict) -> list:
             return fit_candidate(lab, f"{label}, {name}", "keras fit", model, big)
         return make
 
-    def nondeterministic(make):
-        def made():
-            import torch
-
-            cand, run = make(), None
-            run = cand.run
-
-            def free_run(n):  # textgen asks for deterministic kernels (set_determinism)
-                torch.use_deterministic_algorithms(False)
-                try:
-                    run(n)
-                finally:
-                    torch.use_deterministic_algorithms(True, warn_only=lab.gpu)
-            cand.run = free_run
-            return cand
-        return made
-
-    specs = [("bare: batches copied from the host every step", "bare", bare("host", host=True)),
+    specs = [("bare: batches copied from the host every step", "bare", bare("host", feed="host")),
              ("keras fit: fused kernel off (use_cudnn=False)", "keras fit",
               keras_fit("use_cudnn=False", fused=False))]
     if lab.backend == "torch":
         specs += [("bare: Adam fused=True", "bare", bare("fused Adam", adam="fused")),
                   ("bare: Adam foreach=False", "bare", bare("loop Adam", adam="loop")),
                   ("bare: one nn.LSTM per layer", "bare", bare("per layer", per_layer=True)),
-                  ("bare: deterministic algorithms off", "bare", nondeterministic(
-                      bare("nondeterministic")))]
+                  ("bare: batches from pinned memory, non_blocking", "bare",
+                   bare("pinned", feed="pinned") if lab.gpu else None),
+                  ("bare: deterministic algorithms off", "bare",
+                   nondeterministic(lab, bare("nondeterministic")))]
     if lab.backend == "jax":
         specs += [("bare: lax.scan LSTM (no cuDNN)", "bare", bare("scan", cudnn=False)),
                   ("bare: lax.scan unroll=4", "bare", bare("scan unroll 4", cudnn=False,
@@ -474,7 +491,8 @@ def run_levers(lab: Lab, groups: list, round_s: float, max_steps: int, until: fl
     for name, ref_kind, make in lever_specs(lab, group):
         ref = refs.get(ref_kind)
         left = until - time.monotonic()
-        why = ("no reference" if ref is None else "budget spent" if left < (5 if quick else 20)
+        why = ("GPU only" if make is None else "no reference" if ref is None
+               else "budget spent" if left < (5 if quick else 20)
                else "--quick: no compiling" if quick and "compile" in name else None)
         if why:
             rows.append({"lever": name, "skipped": why})
@@ -661,7 +679,7 @@ def main() -> None:
     config = {"mode": "cpu" if args.cpu else "gpu", "quick": args.quick,
               "budget_s_per_backend": args.budget, "shapes": args.shapes,
               "precisions": args.precisions, "ring_batches": RING, "kinds": list(KINDS)}
-    figures = {"backends": results}
+    figures = {"cudnn_rnn": cudnn_findings(results), "backends": results}
     if args.out:
         (args.out / "gpu.json").write_text(json.dumps({"config": config, **figures}, indent=1))
     if not args.no_record:
@@ -669,6 +687,27 @@ def main() -> None:
 
         records.write_record("gpu", config, figures, results=args.results)
     print_tables(results)
+
+
+def cudnn_findings(results: list) -> dict:
+    """{backend: {profiled step: whether cuDNN's RNN kernel ran}}, read off the profiles:
+    on PyTorch ``aten::_cudnn_rnn`` in the trace, on JAX a cuDNN RNN custom call in the
+    compiled program."""
+    return {res["backend"]: {label: p["cudnn_rnn"] for label, p in res.get("profiles", {}).items()
+                             if "cudnn_rnn" in p} for res in results}
+
+
+def print_cudnn(results: list) -> None:
+    for res in results:
+        gpu = res.get("device", {}).get("info", {}).get("gpus")
+        for label, p in res.get("profiles", {}).items():
+            if "cudnn_rnn" not in p:
+                continue
+            where = "on the GPU" if gpu else "on the CPU (cuDNN is GPU-only)"
+            detail = (f"aten::_cudnn_rnn {p['cudnn_rnn_calls']}/step, matmuls {p['matmuls']}/step"
+                      if "matmuls" in p else f"custom calls {p.get('custom_calls')}")
+            print(f"cuDNN RNN kernel, {res['backend']}, {label} {where}: "
+                  f"{'YES' if p['cudnn_rnn'] else 'NO'} ({detail})")
 
 
 def _ms(summary: dict | None) -> str:
@@ -700,7 +739,8 @@ def print_tables(results: list) -> None:
             print(f"| {row['label']} | {res['backend']} | {_ms(tg)} | {_ms(row.get('keras fit'))}"
                   f" | {_ms(row.get('keras step'))} | {_ms(bare)} ({_range(bare)}) | "
                   f"{ratio('textgen fit / bare')} | {ratio('keras step / bare')} | "
-                  f"{tg['targets_s'] if tg else 0:,.0f} | {bare['targets_s'] if bare else 0:,.0f} |")
+                  f"{tg['targets_s'] if tg else 0:,.0f} | "
+                  f"{bare['targets_s'] if bare else 0:,.0f} |")
     print("\n| lever | backend | reference ms | with lever ms | ratio |")
     print("|---|---|---:|---:|---:|")
     for res in results:
@@ -713,6 +753,8 @@ def print_tables(results: list) -> None:
                       f"{lever.get('error') or lever.get('skipped')} | - |")
     import profile_step
 
+    print()
+    print_cudnn(results)
     for res in results:
         if res.get("profiles"):
             print(f"\nProfiles, {res['backend']}:")

@@ -60,7 +60,8 @@ flags=(--units 32 --layers 2 --embedding-dim 16 --window 16 --step 8 --batch-siz
        --dropout 0.2 --seed 0 --sample-every 0)
 if [[ -n "$threads" ]]; then
   export OMP_NUM_THREADS="$threads" TF_NUM_INTRAOP_THREADS="$threads" TF_NUM_INTEROP_THREADS=1
-  export XLA_FLAGS="${XLA_FLAGS:-} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=$threads"
+  xla="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=$threads"
+  export XLA_FLAGS="${XLA_FLAGS:-} $xla"
 fi
 export TEXTGEN="$py -m textgen" TEXTGEN_MAX_RETRIES=2 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=2
