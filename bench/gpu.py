@@ -257,8 +257,9 @@ def fit_candidate(lab: Lab, name: str, kind: str, model, ring, callbacks=None) -
         model.fit(ds, steps_per_epoch=n, epochs=1, verbose=0, shuffle=False,
                   callbacks=callbacks)
 
-    targets = ring[0][0].size
-    return Candidate(name, kind, targets, run, lab.sync_keras(model), min_steps=5)
+    # on a GPU at least 5 steps a round, so that fit's own start and end weigh little
+    return Candidate(name, kind, ring[0][0].size, run, lab.sync_keras(model),
+                     min_steps=5 if lab.gpu else 2)
 
 
 def keras_step_candidate(lab: Lab, name: str, model, ring) -> Candidate | None:

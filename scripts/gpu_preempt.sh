@@ -16,7 +16,8 @@ Usage: scripts/gpu_preempt.sh [--backends "torch jax"] [--out DIR] [--timeout S]
 Writes DIR/preempt-BACKEND.json (the comparison) and DIR/preempt-BACKEND-*.log (each run's
 train.log) and one record under bench/results/gpu-resume/ per backend; prints one line per
 backend. Exit 0 when every backend's resumed run ended bit-identical to the uninterrupted one.
-  --backends  Keras backends to check (default "torch jax")
+  --backends  Keras backends to check (default "torch jax"); "jax-det" is JAX with XLA's
+              deterministic GPU kernels (XLA_FLAGS=--xla_gpu_deterministic_ops=true)
   --out       where the results and logs go (default: a new temporary folder)
   --timeout   seconds allowed to each training run, resumes included (default 240)
   --python    the Python that runs textgen (default: python3); textgen must import there
@@ -66,15 +67,20 @@ fi
 export TEXTGEN="$py -m textgen" TEXTGEN_MAX_RETRIES=2 PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false TF_CPP_MIN_LOG_LEVEL=2
 
-run_full() {  # BACKEND NAME: an uninterrupted run
-  timeout "$limit" bash "$root/scripts/cloud/train.sh" "$work/corpus.txt" "$work/$1-$2" \
-    "${flags[@]}" --backend "$1" 2>>"$work/$1-$2.sh.log"
+train() {  # CHECK RUN: scripts/cloud/train.sh for check CHECK (a backend, or jax-det)
+  local extra=()
+  [[ "$1" == *-det ]] && extra=(env "XLA_FLAGS=${XLA_FLAGS:-} --xla_gpu_deterministic_ops=true")
+  timeout "$limit" "${extra[@]}" bash "$root/scripts/cloud/train.sh" "$work/corpus.txt" "$2" \
+    "${flags[@]}" --backend "${1%-det}"
+}
+
+run_full() {  # CHECK NAME: an uninterrupted run
+  train "$1" "$work/$1-$2" 2>>"$work/$1-$2.sh.log"
 }
 
 run_cut() {  # BACKEND: the same run, its textgen process sent SIGTERM after its first checkpoint
   local run="$work/$1-cut" waited=0
-  timeout "$limit" bash "$root/scripts/cloud/train.sh" "$work/corpus.txt" "$run" \
-    "${flags[@]}" --backend "$1" 2>>"$run.sh.log" &
+  train "$1" "$run" 2>>"$run.sh.log" &
   local loop=$!
   while [[ ! -f "$run/last.h5" && $waited -lt $((limit * 10)) ]] && kill -0 "$loop" 2>/dev/null; do
     sleep 0.1; waited=$((waited + 1))

@@ -95,7 +95,7 @@ pack() {  # everything so far into $OUT: the archive, and the few files worth re
   local newest
   newest="$(find "$results/gpu" -name '*.json' 2>/dev/null | sort | tail -1)"  # named by date
   [[ -n "$newest" ]] && cp "$newest" "$OUT/gpu-record.json"
-  for b in torch jax; do
+  for b in torch jax jax-det; do
     newest="$(grep -l "\"backend\": \"$b\"" "$results"/gpu-resume/*.json 2>/dev/null | head -1)"
     [[ -n "$newest" ]] && cp "$newest" "$OUT/resume-$b.json"
   done
@@ -178,6 +178,14 @@ if wants preempt; then
   fi
   step preempt $(( $(left) - 5 )) bash scripts/gpu_preempt.sh --backends "torch jax" \
     --python "$py" --out "$work/preempt" --results "$results" "${pre_args[@]}"
+  # JAX's GPU kernels may differ from run to run (atomics): if the two uninterrupted runs
+  # differed, try once more with XLA's deterministic kernels, time allowing
+  if grep -q '"identical": false' "$work/preempt/preempt-jax.json" 2>/dev/null && \
+     ! grep -A3 '"full_vs_full"' "$work/preempt/preempt-jax.json" | grep -q '"unequal": 0' && \
+     [[ $(left) -gt 150 ]]; then
+    step preempt-det $(( $(left) - 5 )) bash scripts/gpu_preempt.sh --backends jax-det \
+      --python "$py" --out "$work/preempt" --results "$results" "${pre_args[@]}"
+  fi
 fi
 
 # 4. Quality, time allowing: configs/gpu.toml on tinyshakespeare with PyTorch.
@@ -211,7 +219,7 @@ steps_per_epoch = 4" >"$config"
 fi
 
 say "summary:"
-for name in wheels bench preempt quality; do
+for name in wheels bench preempt preempt-det quality; do
   [[ -n "${status[$name]:-}" ]] && say "  $name: ${status[$name]}"
 done
 pack
