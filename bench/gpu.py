@@ -376,16 +376,16 @@ def worker(backend: str, budget: float, cpu: bool, shapes: list, precisions: lis
 
     emit("device", info=describe_devices("lstm"), keras=lab.keras.__version__,
          framework=__import__(backend).__version__, import_s=time.monotonic() - start)
-    round_s, max_steps = (0.25, 8) if not lab.gpu else (0.3, 60)
+    round_s, max_steps = (0.25, 8) if not lab.gpu else (0.2, 60)
     if quick:
         round_s = round_s / 2
     # shares of the budget: building and warming up (compiling) to 40%, the main table's
-    # rounds to 50% (85% without levers), the profiles (JAX compiles the steps again to read
+    # rounds to 65% (85% without levers), the profiles (JAX compiles the steps again to read
     # their programs), the levers to the end
     groups = build_groups(lab, shapes, precisions if lab.gpu else ["float32"], round_s,
                           max_steps, start + 0.4 * budget)
     cands = [c for g in groups for c in g["cands"] if c.warm_s is not None]
-    run_rounds(cands, start + (0.5 if levers else 0.85) * budget, 3 if quick else 7,
+    run_rounds(cands, start + (0.65 if levers else 0.85) * budget, 3 if quick else 7,
                lambda: emit("table", rows=[group_row(g) for g in groups]))
     if profile and groups:
         emit("profile", profiles=profiles_for(lab, groups, steps=3 if quick else 5))
@@ -521,10 +521,12 @@ def run_levers(lab: Lab, groups: list, round_s: float, max_steps: int, until: fl
 # ----------------------------------------------------------------------------- profiles
 
 def profiles_for(lab: Lab, groups: list, steps: int) -> dict:
-    """The profiler summaries (bench/profile_step.py) of the first group of each precision:
-    its textgen fit (PyTorch), Keras step and bare step; a failure is recorded, not raised."""
+    """The profiler summaries (bench/profile_step.py) of the first group of each precision
+    (JAX: of the first group only; its mixed precision runs the lax.scan loop, by textgen's
+    choice, and reading a program means compiling it again): its textgen fit (PyTorch), Keras
+    step and bare step; a failure is recorded, not raised."""
     found, seen = {}, set()
-    for group in groups:
+    for group in groups[:1] if lab.backend == "jax" else groups:
         if group["precision"] not in seen:
             seen.add(group["precision"])
             found.update(profile_group(lab, group, steps))
