@@ -5,15 +5,18 @@
 # so a call stopped at its limit still brings back what was measured.
 #
 # The device tool's call (one call, about 9 minutes of the 15; the machine's start comes on top):
-#   run(command="bash scripts/gpu_session.sh", carry=[".whl"], timeout_s=600)
+#   run(command="TEXTGEN_COMMIT=<the checkout's git rev-parse HEAD> bash scripts/gpu_session.sh",
+#       carry=[".whl"], timeout_s=600)
+# (the machine gets the tree without .git: TEXTGEN_COMMIT names the commit in the records)
 # (a second call on the still-warm machine, time allowing, for a quality run of its own:
-#   run(command="bash scripts/gpu_session.sh --parts quality --budget 280 --quality-minutes 3",
+#   run(command="TEXTGEN_COMMIT=... bash scripts/gpu_session.sh --parts quality --budget 280 \
+#       --quality-minutes 3",
 #       carry=[".whl"], timeout_s=300))
 # It brings back in $OUT (at most 8 files; everything else is inside session.tar.gz):
 #   session.log       this script's output: the tables, each step's status and duration
 #   gpu-record.json   bench/gpu.py's record (bench/results/gpu/...): Keras vs bare per backend,
 #                     shape and precision, the levers, the profiler summaries
-#   resume-torch.json, resume-jax.json   the preemption check's records (bench/results/gpu-resume)
+#   resume-torch.json, resume-jax.json (resume-jax-det.json)   the preemption check's records
 #   quality.txt       bench/quality.py's table, when time allowed a quality run
 #   session.tar.gz    every record, log and JSON of the session (refreshed after each step)
 # Copy the records into bench/results/ of the checkout to keep them.
@@ -89,7 +92,21 @@ say() { printf '[%s +%3ds] %s\n' "$(date +%H:%M:%S)" "$((SECONDS - start))" "$*"
 left() { echo $((budget - (SECONDS - start))); }
 wants() { [[ " $parts " == *" $1 "* ]]; }
 
+stamp() {  # records made where git is absent (the device machine gets no .git) name the commit
+  [[ -n "${TEXTGEN_COMMIT:-}" ]] || return 0
+  "$py" - "$results" "$TEXTGEN_COMMIT" <<'PY'
+import json, sys
+from pathlib import Path
+for path in Path(sys.argv[1]).glob("*/*.json"):
+    record = json.loads(path.read_text())
+    if not record.get("commit"):
+        record["commit"] = sys.argv[2] + " (TEXTGEN_COMMIT: no git on the machine)"
+        path.write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+PY
+}
+
 pack() {  # everything so far into $OUT: the archive, and the few files worth reading first
+  stamp
   tar -czf "$OUT/session.tar.gz.tmp" -C "$work" --exclude ./site --exclude ./cache . 2>/dev/null &&
     mv "$OUT/session.tar.gz.tmp" "$OUT/session.tar.gz"
   local newest
@@ -117,7 +134,7 @@ step() {  # NAME SECONDS COMMAND...: run bounded, record its status, pack what i
 }
 
 say "gpu_session.sh: budget ${budget} s, parts: $parts$([[ $cpu -eq 1 ]] && echo ', CPU rehearsal')"
-say "commit $(git rev-parse --short HEAD 2>/dev/null || echo '?'), $($py --version 2>&1)"
+say "commit $(git rev-parse HEAD 2>/dev/null || echo "${TEXTGEN_COMMIT:-?} (TEXTGEN_COMMIT)"), $($py --version 2>&1)"
 timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
   --format=csv 2>&1 | tee "$work/nvidia-smi.txt" || say "no nvidia-smi (no GPU)"
 
