@@ -388,7 +388,8 @@ def worker(backend: str, budget: float, cpu: bool, shapes: list, precisions: lis
     run_rounds(cands, start + (0.65 if levers else 0.85) * budget, 3 if quick else 7,
                lambda: emit("table", rows=[group_row(g) for g in groups]))
     if profile and groups:
-        emit("profile", profiles=profiles_for(lab, groups, steps=3 if quick else 5))
+        emit("profile", profiles=profiles_for(lab, groups, 3 if quick else 5,
+                                              start + (0.8 if levers else 0.97) * budget))
     if levers and groups:
         run_levers(lab, groups, round_s, max_steps, deadline - 3, quick)
     emit("done", seconds=time.monotonic() - start)
@@ -520,7 +521,7 @@ def run_levers(lab: Lab, groups: list, round_s: float, max_steps: int, until: fl
 
 # ----------------------------------------------------------------------------- profiles
 
-def profiles_for(lab: Lab, groups: list, steps: int) -> dict:
+def profiles_for(lab: Lab, groups: list, steps: int, until: float = math.inf) -> dict:
     """The profiler summaries (bench/profile_step.py) of the first group of each precision
     (JAX: of the first group only; its mixed precision runs the lax.scan loop, by textgen's
     choice, and reading a program means compiling it again): its textgen fit (PyTorch), Keras
@@ -529,11 +530,13 @@ def profiles_for(lab: Lab, groups: list, steps: int) -> dict:
     for group in groups[:1] if lab.backend == "jax" else groups:
         if group["precision"] not in seen:
             seen.add(group["precision"])
-            found.update(profile_group(lab, group, steps))
+            found.update(profile_group(lab, group, steps, until))
     return found
 
 
-def profile_group(lab: Lab, group: dict, steps: int) -> dict:
+def profile_group(lab: Lab, group: dict, steps: int, until: float = math.inf) -> dict:
+    """``steps`` steps of each profiled kind, fewer (at least one) where its measured step
+    time would run past ``until``; a kind whose one step would is skipped."""
     import profile_step
 
     found = {}
@@ -543,6 +546,12 @@ def profile_group(lab: Lab, group: dict, steps: int) -> dict:
         if cand is None:
             continue
         label = f"{kind}: {group['label']}"
+        per_step = 2 * statistics.median(cand.times) if cand.times else 0.0  # profiler overhead
+        fits = int((until - time.monotonic()) / per_step) if per_step else steps
+        if fits < 1:
+            found[label] = {"error": "skipped: no time left in the budget"}
+            continue
+        steps = min(steps, fits)
         try:
             if lab.backend == "torch":
                 found[label] = profile_step.profile_torch(

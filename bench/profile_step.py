@@ -15,7 +15,8 @@ For one textgen Keras step (``fit`` on batches in memory, as textgen trains) and
   Keras's PyTorch LSTM silently fell back to a per-timestep loop on a GPU.
 * JAX: the compiled XLA program of the step (the same function Keras jits): instruction,
   fusion, while-loop, convert (cast) and copy counts, custom calls (``cudnn_rnn``: cuDNN's RNN
-  among them), XLA's FLOP and byte estimates; and host dispatch time against wall time per
+  among them), XLA's FLOP and byte estimates (they count a while loop's body once, not once
+  per step of the sequence); and host dispatch time against wall time per
   step (a step whose Python call returns long before the device finishes is device-bound).
 
 Prints a table; ``--json`` writes the summaries; ``--record`` writes a bench/results record.
