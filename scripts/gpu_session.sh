@@ -174,7 +174,7 @@ PY
 if wants bench; then
   backends=(torch jax)
   if [[ $cpu -eq 1 ]]; then
-    bench_args=(--cpu --quick --threads 1 --budget 45 --grace 20)
+    bench_args=(--cpu --quick --threads 1 --budget 90 --grace 40)
   else
     keep=0
     wants preempt && keep=200
