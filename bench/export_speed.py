@@ -43,7 +43,7 @@ def page_rate(page: Path, browser: str, chars: int, temperature: float, prime: s
 
 def numpy_rate(run: Path, chars: int, prime: str) -> float:
     import textgen
-    from textgen.sample import SampleRequest
+    from textgen.sampling import SampleRequest
 
     gen = textgen.load(run)
     t = time.perf_counter()

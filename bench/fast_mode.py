@@ -29,7 +29,7 @@ from pathlib import Path
 import records
 from common import CORPUS, env, textgen
 
-from textgen.devices import CHAINS_MIN_STEPS  # imports no framework
+from textgen.backends.tensorflow import CHAINS_MIN_STEPS  # imports no framework
 
 
 def one_start(tmp: Path, i: int, steps: int) -> float:

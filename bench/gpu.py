@@ -220,7 +220,7 @@ def ring_dataset(lab: Lab, ring: list):
         import numpy as np
         import tensorflow as tf
 
-        from textgen.windows import finish
+        from textgen.backends.tensorflow import finish
 
         x = np.concatenate([b[0] for b in ring])
         y = np.concatenate([b[1] for b in ring])

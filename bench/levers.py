@@ -142,18 +142,18 @@ def main() -> None:
             for name, (proc, out) in zip(args.only[i:i + 2], pair):
                 if proc.wait():
                     sys.exit(f"levers.py: {name} failed (exit {proc.returncode})")
-                rows.append({"lever": name, "best_val_loss": round(best_val_loss(out), 4)})
-                print(f"done {name}: {rows[-1]['best_val_loss']:.4f}", file=sys.stderr,
+                rows.append({"lever": name, "val_log_best": round(best_val_loss(out), 4)})
+                print(f"done {name}: {rows[-1]['val_log_best']:.4f}", file=sys.stderr,
                       flush=True)
     config = " ".join(["best-cpu.toml", args.train_flags]).strip()
     print(f"{config} on tinyshakespeare, {args.epochs} x {args.steps} steps, seed 0\n")
     print("| lever | best val loss (log.csv) |\n|---|---|")
     for row in rows:
-        print(f"| {row['lever']} | {row['best_val_loss']:.4f} |")
-    records.write_record("levers", {"config": "configs/best-cpu.toml", "train_flags":
-                                    args.train_flags, "epochs": args.epochs,
-                                    "steps_per_epoch": args.steps, "seed": 0,
-                                    "corpus": "corpora/tinyshakespeare.txt"}, {"rows": rows})
+        print(f"| {row['lever']} | {row['val_log_best']:.4f} |")
+    records.write_record("levers", {"base": config, "steps": args.epochs * args.steps,
+                                    "epochs": args.epochs, "steps_per_epoch": args.steps,
+                                    "seed": 0, "corpus": "corpora/tinyshakespeare.txt"},
+                         {"rows": rows})
 
 
 if __name__ == "__main__":

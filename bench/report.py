@@ -436,6 +436,70 @@ def render_deepbench(recs: list[Record]) -> str:
             + f"\n\n{r['config']['layer']}; source: {r['source']}.")
 
 
+def render_serve(recs: list[Record]) -> str:
+    """The latest bench/serve.py record: rows per server and number of clients."""
+    r = latest(recs, "serve")
+    if r is None:
+        return none_yet("bench/serve.py")
+    rows = [[row["server"], row["clients"], num(row["aggregate_chars_per_s"]),
+             num(row["per_client_chars_per_s"]), f"{row['ttfc_p50_ms']:.1f}",
+             f"{row['ttfc_p99_ms']:.1f}", num(row["peak_rss_mb"]), stamp(r)]
+            for row in r["figures"]["rows"]]
+    f = r["figures"]
+    ratios = [f"32 clients against 1: **{f['aggregate_32_over_1']:.2f}x**"
+              if "aggregate_32_over_1" in f else "",
+              f"batching against one request at a time, 32 clients: "
+              f"**{f['batching_over_one_at_a_time_32']:.2f}x**"
+              if "batching_over_one_at_a_time_32" in f else ""]
+    return (table(["server", "clients", "aggregate chars/s", "per client chars/s",
+                   "first char p50 ms", "first char p99 ms", "peak RSS MB", "record"], rows,
+                  "lrrrrrrl") + "\n\n" + "; ".join(x for x in ratios if x) + ".")
+
+
+def render_serve_soak(recs: list[Record]) -> str:
+    r = latest(recs, "serve-soak")
+    if r is None:
+        return none_yet("bench/serve.py --soak")
+    f = r["figures"]
+    return table(["clients", "minutes", "RSS after 1 min MB", "RSS at the end MB", "change",
+                  "record"], [[f["clients"], f"{f['seconds'] / 60:g}", f["rss_mb_after_1_min"],
+                               f["rss_mb_at_end"], f"{100 * f['change_after_1_min']:+.1f}%",
+                               stamp(r)]], "rrrrrl")
+
+
+def render_sampling_rules(recs: list[Record]) -> str:
+    """The latest bench/sampling_rules.py record."""
+    r = latest(recs, "sampling-rules")
+    if r is None:
+        return none_yet("bench/sampling_rules.py")
+    rows = [[row["temperature"], row["rule"], f"{row['kn_nats_per_char']:.4f}",
+             f"{row['distinct_5grams']:.4f}", f"{row['mean_longest_copy']:.1f}", stamp(r)]
+            for row in r["figures"]["rows"]]
+    c = r["config"]
+    return (table(["T", "rule", "6-gram KN nats/char of the samples (lower: more plausible)",
+                   "distinct 5-grams (higher: more varied)", "longest copy (chars)", "record"],
+                  rows, "rlrrrl")
+            + f"\n\n{len(c['primes'])} primes x {c['seeds']} seeds x {c['chars']} characters "
+              f"per rule, from {c['run']} (best validation loss {c['model_best_val_loss']:.4f}).")
+
+
+def render_gpu_bench(recs: list[Record]) -> str:
+    """The latest bench/gpu.py record on a GPU: textgen's step against the bare kernel."""
+    r = latest(recs, "gpu", lambda r: bool(r["host"].get("gpu")))
+    if r is None:
+        return none_yet("bench/gpu.py on a GPU")
+    rows = []
+    for res in r["figures"]["backends"]:
+        for row in res.get("rows", []):
+            tg, bare = row.get("textgen fit"), row.get("bare")
+            rows.append([row["label"], res["backend"], num(tg and tg["ms"], 2),
+                         num(row.get("keras step") and row["keras step"]["ms"], 2),
+                         num(bare and bare["ms"], 2), num(row.get("textgen fit / bare"), 2),
+                         num(tg and tg["targets_s"]), stamp(r)])
+    return table(["shape, precision", "backend", "textgen step ms", "Keras step ms",
+                  "bare kernel ms", "textgen / bare", "targets/s", "record"], rows, "llrrrrrl")
+
+
 # --- every record ----------------------------------------------------------------------------
 
 def render_records(recs: list[Record]) -> str:
@@ -503,6 +567,10 @@ TABLES: dict[str, Callable[[list[Record]], str]] = {
     "export-speed": render_export_speed,
     "gpu-runs": render_gpu_runs,
     "deepbench": render_deepbench,
+    "serve": render_serve,
+    "serve-soak": render_serve_soak,
+    "sampling-rules": render_sampling_rules,
+    "gpu-bench": render_gpu_bench,
     "records": render_records,
 }
 

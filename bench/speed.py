@@ -57,7 +57,7 @@ def seed_style_model(cfg, vocab_size: int, as_written: bool = False):
 
 def bench_sampling(run: Path, repeats: int) -> dict:
     import textgen
-    from textgen.sample import SampleRequest
+    from textgen.sampling import SampleRequest
 
     cmd = [sys.executable, "-m", "textgen", "sample", "--run", str(run), "--chars", "500",
            "--seed", "1"]

@@ -179,7 +179,7 @@ def _cached(batch, full: bool):
         return py_dataset(Same())
     import tensorflow as tf
 
-    from textgen.windows import finish
+    from textgen.backends.tensorflow import finish
 
     x, y = batch
     cached = tf.data.Dataset.from_tensor_slices((x, y)).batch(len(y), drop_remainder=full)
@@ -223,7 +223,8 @@ def textgen_candidate(name, cfg, data, layout: str = "textgen", autotune: bool =
 
     from textgen.devices import cpu_layout, fused_kernel_options
     from textgen.model import build_model, compile_model
-    from textgen.windows import TrainBatches, train_dataset
+    from textgen.backends.tensorflow import train_dataset
+    from textgen.windows import TrainBatches
 
     kwargs = cpu_layout(cfg.window.window, steps=10**6) if layout != "plain" else {}
     kwargs.update(fused_kernel_options(precision))  # as textgen train builds it
@@ -250,7 +251,7 @@ def textgen_candidate(name, cfg, data, layout: str = "textgen", autotune: bool =
 def seed_candidate(cfg, data) -> Candidate:
     from speed import seed_style_model  # bench/speed.py, beside this script
 
-    from textgen.windows import train_dataset
+    from textgen.backends.tensorflow import train_dataset
 
     w, v = cfg.window.window, len(data.vocab)
     ds = train_dataset(data.ids, cfg.window, seed=0, epochs=1, steps=10**6)
