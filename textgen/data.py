@@ -267,6 +267,12 @@ LOGIT_COPIES = 5.5
 # gradients and the scan's per-step copies. Measured for LSTM: ~28 floats per unit
 # (peak RSS at 64 -> 256 units, 2 layers, batch 128 x window 40) = 4.6 x (4 + 2).
 RECURRENT_COPIES = 4.6
+# Floats kept per embedding unit at every position of a step: the embedding's output (and the
+# style embedding's, concatenated), its gradient, the gather's gradient, the first layer's input
+# projection's gradient back through it... Measured: peak RSS rose by 23.1 bytes (5.8 float32s)
+# per position per embedding unit from --embedding-dim 64 to 4096 (--units 8 --window 200
+# --batch-size 256, TensorFlow on a CPU: 905 MB to 5,462 MB), 6.2 from 64 to 1024.
+EMBEDDING_COPIES = 6.0
 
 
 def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int) -> int:
@@ -280,6 +286,9 @@ def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int)
     * parameters x 4: values, gradients, optimizer slots, clipped gradients;
     * recurrent activations: batch x window x layers x units x (gates + 2) floats, times
       ``RECURRENT_COPIES`` (values kept for backprop, their gradients, per-step copies);
+    * the embedding's activations: batch x window x embedding_dim floats, times
+      ``EMBEDDING_COPIES`` (a wide embedding dominates: --embedding-dim 4096 at batch 256 x
+      window 200 needs about 4.8 GB for them alone);
     * the output (softmax) layer: it is ``vocab_size`` wide at every position of every window,
       so a step holds batch x window x vocab_size float32 logits ``LOGIT_COPIES`` times over
       (logits, their softmax inside the loss, the gradient into the logits, and the gradient
@@ -296,11 +305,12 @@ def estimate_memory(config: Config, vocab_size: int, n_ids: int, n_windows: int)
         inp = m.units
     positions = w.batch_size * w.window  # tokens per training step
     recurrent = positions * m.layers * cell.activation_floats * m.units * RECURRENT_COPIES
+    embedded = positions * m.embedding_dim * EMBEDDING_COPIES
     logits = positions * vocab_size * LOGIT_COPIES  # the softmax-wide output, see above
     itemsize = 1 if vocab_size <= 256 else 2 if vocab_size <= 65536 else 4  # as Vocab.dtype
     start_size = 4 if n_ids < 2**31 else 8  # as windows.window_starts
     return int(FRAMEWORK_BYTES + n_ids * itemsize * 2 + n_windows * start_size * 3
-               + params * 4 * 4 + (recurrent + logits) * 4)
+               + params * 4 * 4 + (recurrent + logits + embedded) * 4)
 
 
 # ----------------------------------------------------------------------------- cache
