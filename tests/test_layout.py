@@ -25,10 +25,11 @@ RANK = {
     "score": 9, "baselines": 9, "model": 9, "devices": 9, "checkpoint": 9, "transfer": 9,
     "callbacks": 10, "classify": 10,
     "train": 11, "evaluate": 11, "gradcheck": 11, "plot": 11, "export": 11,
-    "__init__": 12,
-    "serve": 13,
-    "cli": 14,
-    "__main__": 15,
+    "api": 12,
+    "__init__": 13,
+    "serve": 14,
+    "cli": 15,
+    "__main__": 16,
 }
 FRAMEWORKS = ("tensorflow", "jax", "torch")
 # Where a framework may be imported by name: its backend module (and the top of nothing else).

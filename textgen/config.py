@@ -376,12 +376,13 @@ def load_toml(path: str | Path) -> dict[str, Any]:
 
 
 def resolve(config_path: str | Path | None, flags: dict[str, dict[str, Any]],
-            base: Config | None = None) -> Config:
-    """Defaults (or ``base``, e.g. a resumed run's config) < TOML file < flags.
+            base: Config | None = None, source: str = FLAGS_SOURCE) -> Config:
+    """Defaults (or ``base``, e.g. a resumed run's config) < TOML file < flags (from
+    ``source``: the command line, or a caller of the Python API).
 
     Flags whose value is None were not given.
     """
     config = base or Config()
     if config_path is not None:
         config = merge(config, load_toml(config_path), str(config_path))
-    return merge(config, flags, FLAGS_SOURCE)
+    return merge(config, flags, source)

@@ -15,11 +15,24 @@ from .errors import TextgenError
 
 
 def plot_run(run_dir: str | Path, output: Path) -> Path:
-    try:
-        import matplotlib
+    """Draw the run's curves into the PNG ``output`` (written atomically)."""
+    return save(figure(run_dir), output)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+
+def save(fig, output: Path) -> Path:
+    try:
+        with runs.atomic_path(output) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    except OSError as e:
+        raise runs.write_error(output, e) from None
+    return output
+
+
+def figure(run_dir: str | Path):
+    """The run's curves as a matplotlib Figure, made without pyplot (no global state, no
+    backend chosen: a notebook shows the figure inline, a script saves it)."""
+    try:
+        from matplotlib.figure import Figure
     except ImportError:
         raise TextgenError('plotting needs matplotlib: pip install "textgen[plot]"') from None
     run = runs.open_run(run_dir)
@@ -27,14 +40,13 @@ def plot_run(run_dir: str | Path, output: Path) -> Path:
     steps = runs.read_csv(run.file(runs.STEPS_FILE))
     if not epochs and not steps:
         raise TextgenError(f"{run.path}: nothing to plot yet (no log.csv rows)")
-
     try:
         smooth, epoch_curves, perplexity, ends = _series(epochs, steps)
     except (KeyError, TypeError, ValueError, OverflowError):
         raise TextgenError(f"{run.path}: log.csv or steps.csv is damaged (a row that is not "
                            "numbers); nothing plotted") from None
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True,
-                                      gridspec_kw={"height_ratios": [2, 1]})
+    fig = Figure(figsize=(9, 7))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [2, 1]})
     if smooth:
         top.plot(*zip(*smooth), lw=1, color="tab:blue", label="training loss (smoothed, per step)")
     for (color, label), pts in zip((("tab:orange", "training loss (epoch mean)"),
@@ -47,21 +59,14 @@ def plot_run(run_dir: str | Path, output: Path) -> Path:
         for x in ends:
             ax.axvline(x, color="grey", lw=0.5, ls=":")
         ax.grid(alpha=0.3)
-    top.set_ylabel("nats / char")
+    top.set_ylabel(f"nats / {'char' if run.vocab.level == 'char' else 'token'}")
     top.legend()
     top.set_title(f"{run.path.name}: {run.config.model.layers} x {run.config.model.cell.upper()} "
                   f"{run.config.model.units}")
     bottom.set_ylabel("validation perplexity")
     bottom.set_xlabel("training step")
     fig.tight_layout()
-    try:
-        with runs.atomic_path(output) as tmp:
-            fig.savefig(tmp, format="png", dpi=110)
-    except OSError as e:
-        raise runs.write_error(output, e) from None
-    finally:
-        plt.close(fig)
-    return output
+    return fig
 
 
 def _series(epochs: list[dict], steps: list[dict]):
