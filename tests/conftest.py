@@ -131,8 +131,9 @@ def run_copy(trained_run, tmp_path) -> Path:
 # that with pytest-xdist (`-n auto --dist loadscope`, the README's command: a module stays on one
 # worker, its module fixtures made once) the two cores finish together instead of one idling
 # at the end. xdist would otherwise order modules by their number of tests (pytest_configure).
-HEAVY_FIRST = ["test_backends", "test_train", "test_hostile", "test_export", "test_cloud",
-               "test_reliability", "test_model", "test_styles", "test_quality", "test_sample"]
+HEAVY_FIRST = ["test_faults", "test_backends", "test_train", "test_hostile", "test_export",
+               "test_cloud", "test_reliability", "test_model", "test_styles", "test_quality",
+               "test_sample"]
 
 
 def pytest_configure(config):
