@@ -348,7 +348,7 @@ def test_an_ignored_sighup_stays_ignored(trained_run, tmp_path):
     assert list(folder.iterdir()) == []
 
 
-@pytest.mark.parametrize("command", ["clean", "evaluate", "sample"])
+@pytest.mark.parametrize("command", ["clean", "evaluate", "sample", "train"])
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_commands_stopped_by_a_signal_exit_128_plus_it(trained_run, tiny_corpus, tmp_path,
                                                        command, sig, code):
@@ -356,7 +356,8 @@ def test_commands_stopped_by_a_signal_exit_128_plus_it(trained_run, tiny_corpus,
     traceback. The signal is sent once the command has started (TEXTGEN_FAULT)."""
     args = {"clean": ["clean", tiny_corpus, "-o", tmp_path / "o.txt"],
             "evaluate": ["evaluate", trained_run],
-            "sample": ["sample", "--run", trained_run, "-o", tmp_path / "o.txt"]}[command]
+            "sample": ["sample", "--run", trained_run, "-o", tmp_path / "o.txt"],
+            "train": ["train", tiny_corpus, "--out", tmp_path / "o.txt"]}[command]
     done = _run(args, tmp_path, TEXTGEN_FAULT=f"{sig.name[3:]}@command@{command}")
     assert done.returncode == code, done.stderr[-3000:]
     assert _last_line(done.stderr) == f"Error: stopped by {sig.name}"
@@ -421,6 +422,21 @@ exec {sys.executable} -m textgen "$@"
     assert result.returncode == 0, result.stderr + (run / "train.log").read_text()[-3000:]
     assert "stopped (exit 143), resuming" in result.stderr
     assert json.loads((run / "state.json").read_text())["steps_done"] == 8
+
+
+@pytest.mark.parametrize("resume", [False, True])
+def test_a_signal_while_the_corpus_is_read_stops_before_writing(run_copy, tiny_corpus, tmp_path,
+                                                               resume):
+    """Ctrl-C while a large corpus is read: it went on to write the run folder first."""
+    out = run_copy if resume else tmp_path / "new"
+    before = files_of(run_copy)
+    args = ["--resume", "--epochs", "3"] if resume else TINY_FLAGS
+    done = _run(["train", tiny_corpus, "--out", out, *args], tmp_path,
+                TEXTGEN_FAULT="INT@prepared@train")
+    assert done.returncode == 130, done.stderr[-3000:]
+    assert _last_line(done.stderr).endswith("stopped by SIGINT before training started; "
+                                            "nothing was written")
+    assert files_of(run_copy) == before and not (tmp_path / "new").exists()
 
 
 def test_sighup_to_train_saves_and_exits_129(tiny_corpus, tmp_path):
@@ -574,6 +590,19 @@ def test_non_utf8_run_folder_path_is_printed_as_its_bytes(tiny_corpus, tmp_path)
     assert result.stdout_bytes == os.fsencode(out) + b"\n"
     info = invoke(["info", out])
     assert info.exit_code == 0 and "run\\xff" in info.stdout
+
+
+@pytest.mark.parametrize("to_file", [False, True])
+def test_jsonl_record_of_a_non_utf8_run_path(trained_run, tmp_path, to_file):
+    """The record's "run" field held a lone surrogate: UnicodeEncodeError on stdout and in
+    -o FILE. Now JSON's \\udcff escape, which reads back as the same path."""
+    run = Path(shutil.copytree(trained_run, tmp_path / os.fsdecode(b"run\xff")))
+    out = tmp_path / "s.jsonl"
+    done = _run(["sample", "--run", run, "--chars", "5", "--seed", "1", "--format", "jsonl",
+                 *(["-o", out] if to_file else [])], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = out.read_bytes() if to_file else done.stdout.encode()
+    assert json.loads(text)["run"] == str(run)
 
 
 @pytest.mark.parametrize("flag, value, message", [

@@ -114,6 +114,8 @@ def saved_position(out: Path) -> tuple[int, int] | None:
 
     for name in (runs.LAST_WEIGHTS, runs.PREV_LAST):
         try:
+            if not (out / name).is_file():  # missing, or a FIFO that would block HDF5's open
+                continue
             with h5py.File(out / name, "r") as f:
                 return int(f.attrs["epoch"]), int(f.attrs["step"])
         except (OSError, KeyError, TypeError, ValueError, OverflowError):

@@ -96,7 +96,7 @@ def _stdout():
     if sys.stdout is None:
         raise TextgenError("standard output is closed; write to a file instead",
                            cli_hint="-o FILE")
-    return click.open_file("-", "w", encoding="utf-8")
+    return click.open_file("-", "w", encoding="utf-8", errors="backslashreplace")
 
 
 @click.group(cls=TextgenGroup, context_settings=CONTEXT)
@@ -455,8 +455,8 @@ def _output(path: Path | None):
     from .runs import atomic_path, fault, write_error
 
     try:
-        with atomic_path(path) as tmp:
-            with open(tmp, "w", encoding="utf-8") as sink:
+        with atomic_path(path) as tmp:  # a non-UTF-8 path in a JSON record: its \udcXX escape
+            with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as sink:
                 yield sink
             fault("write", path.name)
     except OSError as e:
@@ -796,6 +796,8 @@ def export(run_dir, output):
 
 def main() -> None:
     _fill_closed_standard_streams()
+    if hasattr(sys.stdout, "reconfigure"):  # a non-UTF-8 name (a lone surrogate in Python) is
+        sys.stdout.reconfigure(errors="backslashreplace")  # printed as \udcXX, valid in JSON
     cli(prog_name="textgen")
 
 

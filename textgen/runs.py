@@ -92,7 +92,8 @@ STEP_FIELDS = ["step", "epoch", "loss", "smooth_loss"]
 # tests/test_faults.py): TEXTGEN_FAULT="SIGNAL@PHASE@WHERE[,...]" makes the process send itself
 # SIGNAL (KILL, TERM, INT or STOP) at PHASE of WHERE: a checkpoint's save (start, written,
 # rotated, saved) of global step WHERE (checkpoint.py); an output file complete in its temp file,
-# before it is renamed (write@FILE NAME); a command, once started (command@NAME, cli.py).
+# before it is renamed (write@FILE NAME); a command, once started (command@NAME, cli.py);
+# train, its corpus read and Keras loaded, before the run folder is touched (prepared@train).
 FAULT_ENV = "TEXTGEN_FAULT"
 
 

@@ -42,20 +42,23 @@ class Interrupted(TextgenError):
     command again to resume."""
 
     def __init__(self, signum: int, path: Path, saved_step: int | None = None,
-                 twice: bool = False):
+                 twice: bool = False, unstarted: bool = False):
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
         saved = ("before its first checkpoint" if saved_step is None
                  else f"with its checkpoint at step {saved_step}")
         if twice:
             saved = "twice, so at once, keeping its last checkpoint"
-        super().__init__(f"{path}: stopped by {name} {saved}; resume the run to continue")
-        self.cli_hint = f"textgen train ... --out {path} --resume"
+        then = "resume the run to continue"
+        if unstarted:  # while the corpus was read: the run folder was not touched
+            saved, then = "before training started", "nothing was written"
+        super().__init__(f"{path}: stopped by {name} {saved}; {then}")
+        self.cli_hint = None if unstarted else f"textgen train ... --out {path} --resume"
 
 
 @dataclass
 class StopFlag:
-    """Set by the SIGTERM/SIGINT handler; checked at every batch boundary."""
+    """Set by the SIGTERM/SIGINT/SIGHUP handler; checked at every batch boundary."""
 
     signum: int | None = None
     at_once: bool = False  # a second signal came: training stops where it is
@@ -91,6 +94,9 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: runs.Run | No
         try:
             data = _checked_data(inputs, config, out, resume, styles, init_from, verbose)
             load_keras()  # a backend that cannot start is refused before anything is written
+            runs.fault("prepared", "train")
+            if stop.signum:  # signalled while the corpus was read: stop before writing
+                raise Interrupted(stop.signum, out, unstarted=True)
             with runs.training_lock(out):
                 if resume is not None:
                     _record_config(out, config, resume, data)
