@@ -311,6 +311,37 @@ def _wait_until(condition, proc, timeout=300.0) -> None:
 # ----------------------------------------------------------------------------- 2, 3, 9. signals
 
 
+@pytest.fixture(scope="module")
+def styled_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("styled")
+    for name, text in (("a", "the cat sat on a mat.\n" * 40), ("b", "the cat ran to a dog.\n" * 40)):
+        (root / f"{name}.txt").write_text(text, encoding="utf-8")
+    out = root / "run"
+    result = invoke(["train", "--style", f"a={root / 'a.txt'}", "--style", f"b={root / 'b.txt'}",
+                     "--out", out, *TINY_FLAGS, "--sample-every", "0"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.mark.parametrize("case", ["unknown prime characters", "styled run without --style"])
+def test_sample_output_refused_leaves_nothing_and_the_corrected_command_works(
+        trained_run, styled_run, tmp_path, case):
+    """Issue 29.2: a rejected prime left FILE holding the prime, a styled run without --style
+    an empty FILE; the corrected command then refused ("already exists")."""
+    target = tmp_path / "s.txt"
+    if case == "unknown prime characters":
+        args, fixed = ["--run", trained_run, "--prime", "XYZ"], ["--prime", "the "]
+    else:
+        args, fixed = ["--run", styled_run, "--prime", "the "], ["--style", "a"]
+    result = invoke(["sample", *args, "--chars", "20", "--seed", "1", "-o", target])
+    assert result.exit_code == 2 and "Error:" in result.stderr, result.output
+    assert list(tmp_path.iterdir()) == []
+    again = invoke(["sample", *args, *fixed, "--chars", "20", "--seed", "1", "-o", target])
+    assert again.exit_code == 0, again.output
+    assert target.read_text(encoding="utf-8").startswith("the ") and \
+        len(target.read_text(encoding="utf-8")) == 25
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143),
                                        (signal.SIGHUP, 129)])
 def test_sample_output_stopped_by_a_signal_leaves_nothing(trained_run, tmp_path, sig, code):
