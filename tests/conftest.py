@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import subprocess
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -77,6 +78,47 @@ def browser():
     return path
 
 
+CHECKOUT = Path(__file__).resolve().parents[1]
+# Ignored by git, rewritten by any Python run: not the tests' writes.
+BYTECODE = ("__pycache__/", ".pytest_cache/", ".hypothesis/", ".egg-info/")
+
+
+def checkout_snapshot(root: Path) -> dict:
+    """What a test must never change in the checkout at ``root``: its untracked and ignored
+    files (git's listing, bytecode caches left out) and everything under checkpoints/ (ignored
+    by git, where textgen writes by default), with link targets, sizes and times."""
+    listed = []
+    for ignored in ([], ["--ignored", "--directory"]):  # untracked files, then ignored ones
+        git = subprocess.run(["git", "-C", str(root), "ls-files", "-z", "--others",
+                              "--exclude-standard", *ignored], capture_output=True, text=True)
+        listed += git.stdout.split("\0") if git.returncode == 0 else []
+    others = sorted(p for p in listed if p and not any(b in p for b in BYTECODE)
+                    and not p.startswith("checkpoints/"))
+    found = {}
+    checkpoints = root / "checkpoints"
+    for folder, dirs, files in os.walk(checkpoints) if checkpoints.is_dir() else ():
+        for name in dirs + files:
+            path = Path(folder) / name
+            st = path.lstat()
+            found[str(path.relative_to(root))] = (
+                os.readlink(path) if path.is_symlink() else None, st.st_size, st.st_mtime_ns)
+    return {"untracked and ignored": others, "checkpoints": found}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _checkout_untouched():
+    """The suite leaves the checkout as it found it: no test writes under it (issue 29.15: a
+    test had repointed the developer's checkpoints/latest)."""
+    if not (CHECKOUT / ".git").exists():
+        yield  # e.g. an unpacked sdist: nothing to compare with
+        return
+    before = checkout_snapshot(CHECKOUT)
+    yield
+    after = checkout_snapshot(CHECKOUT)
+    changed = {k: (before[k], after[k]) for k in before if before[k] != after[k]}
+    assert not changed, f"tests wrote under the checkout {CHECKOUT}: {changed}"
+
+
 @pytest.fixture
 def tiny_corpus(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.txt"
@@ -111,8 +153,9 @@ def run_copy(trained_run, tmp_path) -> Path:
 # that with pytest-xdist (`-n auto --dist loadscope`, the README's command: a module stays on one
 # worker, its module fixtures made once) the two cores finish together instead of one idling
 # at the end. xdist would otherwise order modules by their number of tests (pytest_configure).
-HEAVY_FIRST = ["test_backends", "test_train", "test_hostile", "test_export", "test_cloud",
-               "test_reliability", "test_model", "test_styles", "test_quality", "test_sample"]
+HEAVY_FIRST = ["test_faults", "test_backends", "test_train", "test_hostile", "test_export",
+               "test_cloud", "test_reliability", "test_model", "test_styles", "test_quality",
+               "test_sample"]
 
 
 def pytest_configure(config):

@@ -34,9 +34,11 @@ def test_scripts_pass_shellcheck():
     assert result.returncode == 0, result.stdout
 
 
-def _script(name, *args, env=None):
+def _script(name, *args, env=None, cwd=None):
+    """Run a cloud script from ``cwd`` (default: the tests' own working directory, never the
+    checkout: train.sh's textgen would repoint the checkout's checkpoints/latest)."""
     return subprocess.run(["bash", str(ROOT / "scripts" / "cloud" / name), *map(str, args)],
-                          capture_output=True, text=True, cwd=ROOT,
+                          capture_output=True, text=True, cwd=cwd,
                           env={**os.environ, **(env or {})})
 
 
@@ -133,11 +135,13 @@ def test_train_script_with_real_textgen(tiny_corpus, tmp_path):
     run = tmp_path / "run"
     textgen = f"{sys.executable} -m textgen"
     result = _script("train.sh", tiny_corpus, run, *TINY_FLAGS, "--sample-every", "0",
-                     env={"TEXTGEN": textgen, "TF_CPP_MIN_LOG_LEVEL": "2"})
+                     env={"TEXTGEN": textgen, "TF_CPP_MIN_LOG_LEVEL": "2"}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr + (run / "train.log").read_text()
     assert "training complete" in result.stderr
     assert (run / "weights.h5").exists() and "trained 2 epochs" in (run / "train.log").read_text()
-    sample = _script("sample.sh", run, "--chars", "20", "--seed", "1", env={"TEXTGEN": textgen})
+    sample = _script("sample.sh", run, "--chars", "20", "--seed", "1", env={"TEXTGEN": textgen},
+                     cwd=tmp_path)
+    assert (tmp_path / "checkpoints" / "latest").resolve() == run.resolve()  # not the checkout's
     assert sample.returncode == 0 and len(sample.stdout) == 21
 
 

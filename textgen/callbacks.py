@@ -6,7 +6,7 @@ checkpoint on resume; train.py builds them in this order, which is the order the
 =====================  ===================================================================
 ``DivergenceStop``     a NaN, infinite or exploding batch loss ends training at once
 ``StepCounter``        counts steps; at an epoch end, whether the whole epoch was done
-``SignalStop``         SIGTERM/SIGINT: stop at the next batch boundary
+``SignalStop``         SIGTERM/SIGINT/SIGHUP: stop at the next batch boundary
 ``EpochMetrics``       a resumed run's unfinished epoch continues its running loss mean
 ``StepLoss``           each batch's loss and its smoothing, for steps.csv
 ``Plateau``            halves the learning rate on a plateau (counters survive a resume)
@@ -107,7 +107,7 @@ class StepCounter(_RunCallback):
 
 
 class SignalStop(keras.callbacks.Callback):
-    """Ends ``fit`` at the batch boundary after SIGTERM/SIGINT (``stop.signum`` set)."""
+    """Ends ``fit`` at the batch boundary after SIGTERM/SIGINT/SIGHUP (``stop.signum`` set)."""
 
     def __init__(self, stop):
         super().__init__()

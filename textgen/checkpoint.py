@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,10 +26,9 @@ import numpy as np
 from . import runs
 from .errors import RunError
 
-# Fault injection for the tests that kill training inside a save (tests/test_train.py):
-# TEXTGEN_FAULT="SIGNAL@PHASE@STEP[,...]" makes the process send itself SIGNAL (KILL, TERM,
-# INT or STOP) at PHASE (start, written, rotated, saved) of the save of global step STEP.
-FAULT_ENV = "TEXTGEN_FAULT"
+# Tests kill training inside a save with TEXTGEN_FAULT="SIGNAL@PHASE@STEP" (runs.fault): PHASE
+# start, written, rotated or saved of the save of global step STEP.
+FAULT_ENV = runs.FAULT_ENV
 NEW_LAST = ".last.h5.new"  # the next last.h5, complete on disk before it replaces the current
 NEW_PREV = ".last.prev.h5.new"
 
@@ -60,15 +58,19 @@ def save_last(out: Path, model, ckpt: Checkpoint) -> None:
              "plateau_cooldown": ckpt.plateau[2], "best_epoch": ckpt.best_epoch,
              "smooth": ckpt.smooth}
     new = out / NEW_LAST
-    _fault("start", ckpt.step)
-    runs.write_weights(new, {}, extra=extra, attrs=attrs)
-    _fault("written", ckpt.step)
     try:
-        _rotate(out, new, ckpt.step)
-    except OSError as e:
+        runs.fault("start", ckpt.step)
+        runs.write_weights(new, {}, extra=extra, attrs=attrs)
+        runs.fault("written", ckpt.step)
+        try:
+            _rotate(out, new, ckpt.step)
+        except OSError as e:
+            raise runs.write_error(out / runs.LAST_WEIGHTS, e) from None
+    except BaseException:  # a full disk, or a second signal (train.py): no temp file stays
         new.unlink(missing_ok=True)
-        raise runs.write_error(out / runs.LAST_WEIGHTS, e) from None
-    _fault("saved", ckpt.step)
+        (out / NEW_PREV).unlink(missing_ok=True)
+        raise
+    runs.fault("saved", ckpt.step)
 
 
 def _rotate(out: Path, new: Path, step: int) -> None:
@@ -80,19 +82,9 @@ def _rotate(out: Path, new: Path, step: int) -> None:
         except OSError:  # a file system without hard links
             shutil.copyfile(path, prev_new)
         os.replace(prev_new, prev)
-    _fault("rotated", step)
+    runs.fault("rotated", step)
     os.replace(new, path)
     runs.fsync_dir(out)
-
-
-def _fault(phase: str, step: int) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    for item in spec.split(","):
-        name, _, rest = item.partition("@")
-        if rest == f"{phase}@{step}":
-            os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
 
 
 def load_last(out: Path, model) -> Checkpoint:
@@ -115,6 +107,22 @@ def load_last(out: Path, model) -> Checkpoint:
     return START  # stopped before the first checkpoint: start from the beginning
 
 
+def saved_position(out: Path) -> tuple[int, int] | None:
+    """(epochs, steps) done at the newest checkpoint whose position can be read, from its
+    attributes alone (no model needed); None when there is none."""
+    import h5py
+
+    for name in (runs.LAST_WEIGHTS, runs.PREV_LAST):
+        try:
+            if not (out / name).is_file():  # missing, or a FIFO that would block HDF5's open
+                continue
+            with h5py.File(out / name, "r") as f:
+                return int(f.attrs["epoch"]), int(f.attrs["step"])
+        except (OSError, KeyError, TypeError, ValueError, OverflowError):
+            continue
+    return None
+
+
 def has_checkpoint(out: Path) -> bool:
     return (out / runs.LAST_WEIGHTS).exists() or (out / runs.PREV_LAST).exists()
 
@@ -134,7 +142,7 @@ def _read(path: Path, model) -> Checkpoint:
         ckpt = Checkpoint(int(attrs["epoch"]), int(attrs["step"]), float(attrs["best"]),
                           float(attrs["seconds"]), plateau, metrics, int(attrs["best_epoch"]),
                           float(attrs["smooth"]))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise RunError(f"{path}: damaged checkpoint (attribute {e} missing or invalid)") from None
     if ckpt.epoch < 0 or ckpt.step < 0 or ckpt.best_epoch < 0:
         raise RunError(f"{path}: damaged checkpoint (negative position)")

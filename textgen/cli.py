@@ -7,10 +7,12 @@ exit; ``--traceback`` shows the full trace instead.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import click
 
 from . import cells
 from ._version import __version__
-from .errors import PrimeError, RunError, TextgenError
+from .errors import PrimeError, RunError, Signalled, TextgenError, handle_signals
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEFAULT_RUN = "checkpoints/latest"
@@ -27,31 +29,75 @@ DEFAULT_RUN = "checkpoints/latest"
 class TextgenGroup(click.Group):
     """Turns TextgenError into a one-line message with the error's exit code; so too an
     operating-system error no library code expected (a file that vanished, a full disk while
-    writing an output file, a closed pipe)."""
+    writing an output file, a closed pipe), and SIGTERM / SIGINT (exit 143 / 130), which stop
+    a command where it is, its temporary files removed on the way out."""
 
     def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except (TextgenError, OSError) as e:
-            if ctx.obj and ctx.obj.get("traceback"):
-                raise
-            if isinstance(e, BrokenPipeError):  # e.g. textgen sample | head: stop quietly
-                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-                ctx.exit(141)
-            if isinstance(e, OSError):
-                e = _os_error(e)
-            hint = f" ({e.cli_hint})" if e.cli_hint else ""
-            click.echo(f"Error: {e}{hint}", err=True)
-            ctx.exit(e.exit_code)
+        with _signals_raise():
+            try:
+                return super().invoke(ctx)
+            except (Signalled, KeyboardInterrupt) as e:
+                if ctx.obj and ctx.obj.get("traceback"):
+                    raise
+                signum = e.signum if isinstance(e, Signalled) else signal.SIGINT
+                click.echo(f"Error: stopped by {signal.Signals(signum).name}", err=True)
+                ctx.exit(128 + signum)
+            except MemoryError:
+                if ctx.obj and ctx.obj.get("traceback"):
+                    raise
+                click.echo(f"Error: out of memory in textgen {ctx.invoked_subcommand}; give it "
+                           "less to hold (a smaller input, or smaller settings)", err=True)
+                ctx.exit(1)
+            except (TextgenError, OSError) as e:
+                if ctx.obj and ctx.obj.get("traceback"):
+                    raise
+                if isinstance(e, BrokenPipeError):  # e.g. textgen sample | head: stop quietly
+                    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                    ctx.exit(141)
+                if isinstance(e, OSError):
+                    e = _os_error(e, resumable=ctx.invoked_subcommand == "train")
+                hint = f" ({e.cli_hint})" if e.cli_hint else ""
+                click.echo(f"Error: {e}{hint}", err=True)
+                ctx.exit(e.exit_code)
 
 
-def _os_error(e: OSError) -> TextgenError:
+@contextlib.contextmanager
+def _signals_raise():
+    """SIGTERM, SIGINT and SIGHUP raise ``Signalled`` where the command is (``train`` installs
+    its own handlers while it trains); a repeated signal, while the first one unwinds, is
+    ignored, so the exit keeps the first one's meaning and clean-up is not cut short. A signal
+    the caller ignores (``nohup``) stays ignored."""
+    first: list[int] = []
+
+    def handler(signum, frame):
+        if not first:
+            first.append(signum)
+            raise Signalled(signum)
+
+    with handle_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), handler):
+        yield
+
+
+def _os_error(e: OSError, resumable: bool = False) -> TextgenError:
     from .runs import write_error
 
-    if e.errno in (errno.ENOSPC, errno.EDQUOT) and e.filename:
-        return write_error(Path(e.filename), e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return write_error(Path(e.filename or "an output file"), e, resumable)
     where = f"{e.filename}: " if e.filename else ""
     return TextgenError(f"{where}{e.strerror or e}")
+
+
+def _echo_path(path) -> None:
+    """A path on stdout as its bytes (a name that is not UTF-8 too), for scripts to use."""
+    click.echo(os.fsencode(str(path)))
+
+
+def _stdout():
+    """stdout, to write a command's text to; closed (``>&-``), one line saying what to do."""
+    if sys.stdout is None:
+        raise TextgenError("standard output is closed; write to a file instead",
+                           cli_hint="-o FILE")
+    return click.open_file("-", "w", encoding="utf-8", errors="backslashreplace")
 
 
 @click.group(cls=TextgenGroup, context_settings=CONTEXT)
@@ -72,6 +118,9 @@ def cli(ctx, traceback, verbose):
     """
     ctx.ensure_object(dict)["traceback"] = traceback
     ctx.obj["verbose"] = verbose
+    from .runs import fault
+
+    fault("command", ctx.invoked_subcommand)  # tests signal a command once it has started
 
 
 def _config_path(value: str | None) -> Path | None:
@@ -109,7 +158,7 @@ def clean_options(f):
         click.option("--max-doc-chars", type=click.IntRange(min=1),
                      help="Drop longer documents."),
         click.option("--pad-to", type=click.IntRange(min=1),
-                     help="Pad/truncate each document to this length."),
+                     help="Pad/truncate each document to this length (at most 1,000,000)."),
         click.option("--pad-char", help="Padding character [space]."),
         click.option("--min-char-count", type=click.IntRange(min=0),
                      help="Drop characters seen fewer times."),
@@ -203,7 +252,8 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
 @click.option("--style-balance", type=Finite(0, 1), metavar="A",
               help="Draw each style's windows in proportion to (its windows)^(1-A): 1 = all "
                    "styles equally often, 0 = as in the text [0.5].")
-@click.option("--style-dim", type=click.IntRange(min=1), help="Style embedding size [16].")
+@click.option("--style-dim", type=click.IntRange(min=1),
+              help="Style embedding size [16], at most 16,384.")
 @click.option("--level", type=click.Choice(["char", "word"]),
               help="Tokens: characters, or words with punctuation and newlines [char].")
 @click.option("--max-words", type=click.IntRange(min=1),
@@ -216,7 +266,8 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
                    "same model shape, vocabulary merged, optimizer fresh.")
 @click.option("--save-every", type=click.IntRange(min=1), metavar="STEPS",
               help="Also save a resumable checkpoint every STEPS steps (always every epoch).")
-@click.option("--epochs", type=click.IntRange(min=1), help="Passes over the training windows [10].")
+@click.option("--epochs", type=click.IntRange(min=1),
+              help="Passes over the training windows [10], at most 1,000,000.")
 @click.option("--steps-per-epoch", type=click.IntRange(min=1),
               help="Cap the steps in each epoch [one full pass].")
 @click.option("--window", type=click.IntRange(min=1), help="Characters per training window [40].")
@@ -225,11 +276,13 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
               help="Fraction held out from the end of the text for validation [0.1].")
 @click.option("--batch-size", type=click.IntRange(min=1), help="Windows per step [128].")
 @click.option("--cell", type=CellChoice(), help="Recurrent cell [lstm].")
-@click.option("--layers", type=click.IntRange(min=1), help="Recurrent layers [2].")
-@click.option("--units", type=click.IntRange(min=1), help="Units per recurrent layer [128].")
+@click.option("--layers", type=click.IntRange(min=1), help="Recurrent layers [2], at most 64.")
+@click.option("--units", type=click.IntRange(min=1),
+              help="Units per recurrent layer [128], at most 16,384.")
 @click.option("--dropout", type=FRACTION,
               help="Dropout after each recurrent layer [0.2].")
-@click.option("--embedding-dim", type=click.IntRange(min=1), help="Character embedding size [64].")
+@click.option("--embedding-dim", type=click.IntRange(min=1),
+              help="Character embedding size [64], at most 16,384.")
 @click.option("--optimizer", type=click.Choice(["rmsprop", "adam", "adagrad", "sgd"]),
               help="Optimizer [rmsprop].")
 @click.option("--lr", type=POSITIVE, help="Learning rate [0.01].")
@@ -302,11 +355,12 @@ def train(corpus, config_file, out, resume, init_from, save_every, styles, **fla
         out = default_run_path("-".join(styles) if styles else Path(corpus[0]).stem or "run")
     result = run_training(list(corpus), config, out, resume=run, save_every=save_every,
                           styles=styles, init_from=base)
-    best = "n/a" if result.best_loss is None else f"{result.best_loss:.4f} nats/char"
+    unit = "char" if config.tokens.level == "char" else "token"
+    best = "n/a" if result.best_loss is None else f"{result.best_loss:.4f} nats/{unit}"
     stopped = f"; stopped by {result.stopped}" if result.stopped else ""
     click.echo(f"trained {result.epochs_done} epochs ({result.steps_done} steps); "
                f"best loss {best}{stopped}", err=True)
-    click.echo(str(out))
+    _echo_path(out)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -334,16 +388,20 @@ def clean(inputs, output, report, report_json, config_file, **flags):
     for path in (output, report_json):
         if path is not None and path.exists():
             raise click.UsageError(f"{path} already exists; choose another name or remove it")
+    if output is not None and report_json is not None and \
+            output.resolve() == report_json.resolve():
+        raise click.UsageError("--output and --report-json name the same file; give two names")
     config = resolve(_config_path(config_file), by_section(flags))
     prep = prepare(list(inputs), config, keep_text=True, need_windows=False)
     if report:
         click.echo(prep.describe(), err=True)
     if report_json is not None:
-        write_json(report_json, prep.report)
+        write_json(report_json, prep.report, resumable=False)
     if output is None:
-        click.echo(prep.text, nl=False)
+        with _stdout() as sink:
+            sink.write(prep.text)
     else:
-        write_text(output, prep.text)
+        write_text(output, prep.text, resumable=False)
 
 
 def sampling_options(f):
@@ -408,16 +466,34 @@ def sample(run_dir, prime_file, output, stream, fmt, replay, **settings):
         settings["prime"] = _read_prime_file(prime_file)
     if stream and settings["n"] > 1:
         raise click.UsageError("--stream prints one sample at a time; use it with --n 1")
-    if output is not None and output.exists():
+    if output is not None and str(output) != "-" and output.exists():
         raise click.UsageError(f"{output} already exists; choose another --output or remove it")
 
     gen = load(run_dir)
     requests = _sample_requests(gen, record, settings)
-    with click.open_file(str(output) if output else "-", "w", encoding="utf-8",
-                         atomic=output is not None) as sink:
+    with _output(output) as sink:
         for req in requests:
             _write_samples(sink, gen, req, run_dir, fmt, stream, record,
                            headers=fmt == "text" and (len(requests) > 1 or req.n > 1))
+
+
+@contextlib.contextmanager
+def _output(path: Path | None):
+    """stdout, or a temp file beside ``path`` renamed to it once complete: on any error or
+    signal (Signalled) the temp file is removed and ``path`` never appears."""
+    if path is None or str(path) == "-":
+        with _stdout() as sink:
+            yield sink
+        return
+    from .runs import atomic_path, fault, write_error
+
+    try:
+        with atomic_path(path) as tmp:  # a non-UTF-8 path in a JSON record: its \udcXX escape
+            with open(tmp, "w", encoding="utf-8", errors="backslashreplace") as sink:
+                yield sink
+            fault("write", path.name)
+    except OSError as e:
+        raise write_error(path, e, resumable=False) from None
 
 
 def _request(**values):
@@ -504,20 +580,27 @@ def _parse_record(text: str) -> dict:
         raise click.BadParameter(str(e), param_hint="'--replay'") from None
 
 
-PRIME_FILE_MAX = 1_000_000  # bytes: a prime is context, not a corpus
+PRIME_FILE_MAX = 1_000_000  # bytes: a prime is context, not a corpus (nor is a passage)
 
 
-def _read_prime_file(path: Path) -> str:
+def _read_prime_file(path: Path, what: str = "prime", param_hint: str = "--prime-file") -> str:
+    """A prime (or a passage to classify): at most PRIME_FILE_MAX bytes of UTF-8 text, read
+    no further than that (``/dev/zero`` is refused after PRIME_FILE_MAX + 1 bytes)."""
     with path.open("rb") as f:
         data = f.read(PRIME_FILE_MAX + 1)
     if len(data) > PRIME_FILE_MAX:
-        raise click.BadParameter(f"{path} is over {PRIME_FILE_MAX:,} bytes; a prime is the "
-                                 "start of a text, give a shorter one", param_hint="'--prime-file'")
+        raise click.BadParameter(f"{path} is over {PRIME_FILE_MAX:,} bytes; a {what} is the "
+                                 "start of a text, give a shorter one", param_hint=param_hint)
+    nul = data.find(b"\x00")
+    if nul != -1:
+        raise click.BadParameter(f"{path}: looks like a binary file (NUL byte at offset {nul}); "
+                                 f"give the {what} as UTF-8 text", param_hint=param_hint)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise click.BadParameter(f"{path}: byte 0x{data[e.start]:02x} at offset {e.start} is not "
-                                 "UTF-8; save the prime as UTF-8", param_hint="'--prime-file'") from None
+                                 f"UTF-8; save the {what} as UTF-8",
+                                 param_hint=param_hint) from None
 
 
 @cli.command(context_settings=CONTEXT)
@@ -593,7 +676,7 @@ def classify(run_dir, text, file_, as_json):
     if (text is None) == (file_ is None):
         raise click.UsageError("give the passage as TEXT or --file FILE (one of them)")
     if file_ is not None:
-        text = file_.read_text(encoding="utf-8")
+        text = _read_prime_file(file_, "passage", "--file")
     try:
         result = classify_text(load(run_dir), text)
     except PrimeError as e:
@@ -656,7 +739,7 @@ def plot(run_dir, output, force):
 
     if output.exists() and not force:
         raise click.UsageError(f"{output} already exists; pass --force or choose another -o")
-    click.echo(str(plot_run(run_dir, output)))
+    _echo_path(plot_run(run_dir, output))
 
 
 @cli.command(context_settings=CONTEXT)
@@ -745,7 +828,9 @@ def export(run_dir, output):
     """
     from .export import export_run
 
-    click.echo(str(export_run(run_dir, output)))
+    if output.suffix.lower() == ".keras":
+        _use_backend(None)  # KERAS_BACKEND checked, the frameworks' banners kept quiet
+    _echo_path(export_run(run_dir, output))
 
 
 def _parse_models(ctx, param, values) -> dict[str, Path]:
@@ -835,4 +920,22 @@ def _need_serve_extra() -> None:
 
 
 def main() -> None:
+    _fill_closed_standard_streams()
+    if hasattr(sys.stdout, "reconfigure"):  # a non-UTF-8 name (a lone surrogate in Python) is
+        sys.stdout.reconfigure(errors="backslashreplace")  # printed as \udcXX, valid in JSON
     cli(prog_name="textgen")
+
+
+def _fill_closed_standard_streams() -> None:
+    """A standard stream the caller closed (``2>&-``): its descriptor is given /dev/null, so
+    that no file textgen opens takes that number and receives what C++ libraries write to
+    stderr; messages for a closed stderr are dropped (not sent to stdout, as print would)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            got = os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: fd
+            if got != fd:
+                os.close(got)
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")

@@ -89,6 +89,7 @@ class CleanConfig:
         for name in ("max_doc_chars", "pad_to"):
             if getattr(self, name) is not None:
                 _positive(f"clean.{name}", getattr(self, name))
+        _at_most("clean.pad_to", self.pad_to, PAD_TO_MAX)
 
 
 def check_glob(pattern: str, error=ConfigError) -> None:
@@ -99,6 +100,15 @@ def check_glob(pattern: str, error=ConfigError) -> None:
             or ".." in parts):
         raise error(f"clean.glob {pattern!r} must be a pattern relative to the directory, "
                     "without '..' or a leading '/' (e.g. '*.txt' or 'books/*.txt')")
+
+
+# Padding makes text out of nothing: every document this long at most (a record format's fixed
+# length is a few hundred characters; a million is far past any).
+PAD_TO_MAX = 1_000_000
+# Counts a framework takes as 32-bit integers (window, step, batch, steps per epoch), and
+# epochs: a million passes is far past any run, and keeps epochs x steps within 64 bits.
+INT32_MAX = 2**31 - 1
+EPOCHS_MAX = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -129,13 +139,19 @@ class WindowConfig:
     style_balance: float = 0.5
 
     def validate(self) -> None:
-        _positive("window.window", self.window)
-        _positive("window.step", self.step)
-        _positive("window.batch_size", self.batch_size)
+        for name in ("window", "step", "batch_size"):
+            _positive(f"window.{name}", getattr(self, name))
+            _at_most(f"window.{name}", getattr(self, name), INT32_MAX)
         if not (0.0 <= self.val_split < 1.0):
             raise ConfigError(f"window.val_split must be in [0, 1), got {self.val_split}")
         if not (0.0 <= self.style_balance <= 1.0):
             raise ConfigError(f"window.style_balance must be in [0, 1], got {self.style_balance}")
+
+
+# Upper bounds of the model's sizes, far above what trains on one machine (2 x 128 is the
+# default; 16,384 units make an LSTM layer of 2 GB of float32 weights): a config.json or flag
+# beyond them is a mistake or a crafted file, refused before any loop or allocation uses it.
+MODEL_LIMITS = {"layers": 64, "units": 16384, "embedding_dim": 16384, "style_dim": 16384}
 
 
 @dataclass(frozen=True)
@@ -150,11 +166,12 @@ class ModelConfig:
     style_dim: int = 16  # with --style: size of the style embedding fed at every step
 
     def validate(self) -> None:
+        if not isinstance(self.cell, str):
+            raise ConfigError(f"model.cell must be a string, got {self.cell!r}")
         cells.get(self.cell)  # ConfigError naming the registered cells
-        _positive("model.layers", self.layers)
-        _positive("model.units", self.units)
-        _positive("model.embedding_dim", self.embedding_dim)
-        _positive("model.style_dim", self.style_dim)
+        for name, limit in MODEL_LIMITS.items():
+            _positive(f"model.{name}", getattr(self, name))
+            _at_most(f"model.{name}", getattr(self, name), limit)
         if not (0.0 <= self.dropout < 1.0):
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
@@ -180,10 +197,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         _positive("train.epochs", self.epochs)
+        _at_most("train.epochs", self.epochs, EPOCHS_MAX)
         if self.patience is not None:
             _positive("train.patience", self.patience)
-        if self.max_minutes is not None and not (self.max_minutes > 0):
-            raise ConfigError(f"train.max_minutes must be > 0, got {self.max_minutes}")
+        if self.max_minutes is not None and not (0 < self.max_minutes < math.inf):
+            raise ConfigError(f"train.max_minutes must be a finite number > 0, got "
+                              f"{self.max_minutes}")
         if self.sample_every < 0:
             raise ConfigError("train.sample_every must be >= 0")
         _positive("train.sample_chars", self.sample_chars)
@@ -198,6 +217,7 @@ class TrainConfig:
                               f"got {self.precision!r}")
         if self.steps_per_epoch is not None:
             _positive("train.steps_per_epoch", self.steps_per_epoch)
+            _at_most("train.steps_per_epoch", self.steps_per_epoch, INT32_MAX)
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(
                 f"train.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
@@ -253,7 +273,18 @@ def by_section(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _positive(name: str, value: int) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be a positive integer, got {_shown(value)}")
+
+
+def _at_most(name: str, value: int | None, limit: int) -> None:
+    if value is not None and value > limit:
+        raise ConfigError(f"{name} must be at most {limit}, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A value for a message: a crafted integer of 400 digits is not printed whole."""
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:12]}... ({len(text)} characters)"
 
 
 def merge(base: Config, overrides: dict[str, Any], source: str) -> Config:
@@ -307,18 +338,54 @@ def _coerce(where: str, value: Any, annotation: str) -> Any:
     kind = annotation.split("|")[0].strip()
     if kind == "bool":
         if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
+            raise ConfigError(f"{where} must be true or false, got {_shown(value)}")
     elif kind == "float":
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        value = float(value)
+            raise ConfigError(f"{where} must be a number, got {_shown(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # an integer of hundreds of digits in a config.json
+            raise ConfigError(f"{where} must be a finite number, got {_shown(value)}") from None
     elif kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
+            raise ConfigError(f"{where} must be an integer, got {_shown(value)}")
     elif kind == "str":
         if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+            raise ConfigError(f"{where} must be a string, got {_shown(value)}")
     return value
+
+
+def read_limited(path: str | Path, limit: int, error: type[Exception] = ConfigError,
+                 then: str = "") -> bytes:
+    """The bytes of a small file, read only when it is a regular file of at most ``limit``
+    bytes: a FIFO or a device (opened without blocking) and a file over the limit are refused
+    before a byte is read, with ``error``: one line naming the file, followed by ``then``.
+    FileNotFoundError is left to the caller."""
+    import os
+    import stat
+
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as e:
+        raise error(f"{path}: cannot read it ({e.strerror}){then}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error(f"{path}: not a regular file{then}")
+        if st.st_size > limit:
+            raise error(f"{path}: over {limit:,} bytes{then}")
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(st.st_size + 1)  # read(n) sets n bytes aside first: not the limit
+    except OSError as e:
+        raise error(f"{path}: cannot read it ({e.strerror}){then}") from None
+    finally:
+        os.close(fd)
+    if len(data) > st.st_size:  # being written in place (textgen replaces files whole)
+        raise error(f"{path}: changed while being read{then}")
+    return data
 
 
 CONFIG_MAX_BYTES = 1_000_000  # a config is a short TOML file; anything larger is a mistake

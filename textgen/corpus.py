@@ -186,6 +186,8 @@ def read_input(item: Path | str, encoding: str) -> tuple[str, bytearray]:
     source = "<stdin>" if item == "-" else str(item)
     check_nul = nul_means_binary(encoding)
     data = bytearray()
+    if item == "-" and sys.stdin is None:  # file descriptor 0 closed (`textgen clean - <&-`)
+        raise CorpusError(f"{source}: standard input is closed; pipe a text in or name a file")
     try:
         f = sys.stdin.buffer if item == "-" else open(item, "rb")
     except OSError as e:

@@ -50,6 +50,20 @@ class Prepared:
     text: str | None = None  # the cleaned text, only when asked for
     cached: bool = False  # ids came from the cache
     styles: tuple[str, ...] = ()  # style names, in style-id order (empty: no styles)
+    _fingerprint: dict | None = None
+
+    def fingerprint(self) -> dict:
+        """What a run trains on, recorded when it starts and compared when it resumes: a
+        content hash of the ids, their count and the windows they make."""
+        if self._fingerprint is None:
+            digest = hashlib.sha256(str(self.ids.dtype).encode())
+            ids = np.ascontiguousarray(self.ids)
+            for start in range(0, len(ids), 1 << 24):  # a memory-mapped corpus, in pieces
+                digest.update(memoryview(ids[start : start + (1 << 24)]).cast("B"))
+            self._fingerprint = {"ids_sha256": digest.hexdigest()[:32], "ids": int(len(ids)),
+                                 "train_windows": int(self.split.n_train_windows),
+                                 "val_windows": int(len(self.split.val_starts))}
+        return dict(self._fingerprint)
 
     def describe(self) -> str:
         """The human-readable report: rules, characters, tokens, styles, windows, memory."""
@@ -337,7 +351,7 @@ def cache_key(inputs: list[str], config: Config, base_vocab=None) -> str | None:
                         sort_keys=True).encode())
     check_nul = nul_means_binary(config.clean.encoding)
     for path in find_files(inputs, config.clean):
-        h.update(str(Path(path).resolve()).encode() + b"\0")
+        h.update(os.fsencode(Path(path).resolve()) + b"\0")  # a name may not be UTF-8
         try:
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(1 << 22), b""):
@@ -407,19 +421,48 @@ def _check_entry(folder: Path, clean):
     return vocab, ids, report
 
 
+STALE_TEMP_SECONDS = 30 * 60  # a writer's temp folder untouched this long was left behind
+
+
 def store_cached(key: str, vocab: Vocab, ids: np.ndarray, report: dict) -> None:
-    """Write the cache entry into a temp folder, then rename it into place (best effort)."""
+    """Write the cache entry into a temp folder, then rename it into place (best effort: a
+    cache that cannot be written only costs time). The temp folder never outlives a failed
+    write; ones that writers killed left behind are removed here once they are stale."""
     root = cache_dir()
+    tmp = None
     try:
         root.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(root)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=root))
         np.save(tmp / "ids.npy", ids)
         meta = {"format": CACHE_FORMAT, "n_ids": int(len(ids)),
                 "vocab": json.loads(vocab.to_json()), "report": report}
-        (tmp / "meta.json").write_text(json.dumps(meta, ensure_ascii=False), encoding="utf-8")
-        try:
-            os.replace(tmp, root / key)
-        except OSError:  # another process stored it first
-            shutil.rmtree(tmp, ignore_errors=True)
+        # a file name that is not UTF-8 is stored as JSON's \udcXX escape (runs.json_bytes)
+        text = json.dumps(meta, ensure_ascii=False)
+        (tmp / "meta.json").write_bytes(text.encode("utf-8", "backslashreplace"))
+        os.replace(tmp, root / key)  # fails if another process stored it first
+        tmp = None
     except OSError:
-        pass  # a cache that cannot be written only costs time
+        pass
+    finally:  # also on a signal (Signalled) or any error: no temp folder stays
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_stale_temps(root: Path, now: float | None = None) -> list[str]:
+    """Delete the cache's temp folders that nothing has written to for ``STALE_TEMP_SECONDS``
+    (a live writer's are fresher); returns their names."""
+    import time
+
+    now = time.time() if now is None else now
+    removed = []
+    for folder in root.glob(".tmp-*"):
+        try:
+            newest = max([folder.stat().st_mtime] + [p.stat().st_mtime
+                                                    for p in folder.iterdir()])
+        except OSError:  # removed meanwhile, or not a folder
+            continue
+        if now - newest > STALE_TEMP_SECONDS:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed

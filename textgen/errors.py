@@ -1,8 +1,12 @@
 """User-facing errors: every failure a user can fix is one of these, with the fix in the message.
 
 The CLI turns a ``TextgenError`` into one line on stderr and exit code 1; anything else is a bug
-and shows a traceback.
+and shows a traceback. A signal that stops a command is a ``Signalled`` (``handle_signals``
+installs the handlers that raise it).
 """
+
+import contextlib
+import signal
 
 
 class TextgenError(Exception):
@@ -44,3 +48,33 @@ class DiskFull(RunError):
     """A write failed for lack of space; what was there before is intact."""
 
     exit_code = 4
+
+
+class Signalled(BaseException):
+    """SIGTERM or SIGINT, raised where the process was, so that what it was writing is cleaned
+    up (temporary files removed) on the way out. A BaseException, as KeyboardInterrupt, so that
+    no ``except Exception`` swallows it; the CLI exits 128 + the signal's number."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
+@contextlib.contextmanager
+def handle_signals(signals, handler):
+    """Install ``handler`` for each of ``signals`` that the caller does not ignore (``nohup``
+    ignores SIGHUP, a shell's background job SIGINT: they stay ignored), in the main thread
+    only; the previous handlers are put back afterwards."""
+    previous = {}
+    for sig in signals:
+        try:
+            if signal.getsignal(sig) != signal.SIG_IGN:
+                previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread
+            pass
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)

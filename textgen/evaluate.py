@@ -121,10 +121,11 @@ def training_data(run, corpus_override: list[str] | None = None):
         raise RunError(f"{run.path}: training corpus {missing[0]} is gone; give the text the "
                        "run was trained on", cli_hint="--train-corpus FILE")
     prep = prepare(list(paths), run.config, styles=styles, base_vocab=run.kept_vocab)
-    if prep.vocab != run.vocab:
-        raise RunError(f"{run.path}: the corpus at {paths[0]} no longer gives the run's "
-                       "vocabulary (was it changed?); give the original text",
-                       cli_hint="--train-corpus FILE")
+    recorded = run.meta.get("data")  # what the run trained on (runs before it lack this)
+    if prep.vocab != run.vocab or (recorded is not None and prep.fingerprint() != recorded):
+        raise RunError(f"{run.path}: the corpus at {paths[0]} is not the text the run was "
+                       "trained on (was it changed?), so its validation split would be "
+                       "another; give the original text", cli_hint="--train-corpus FILE")
     return prep.split
 
 
@@ -238,7 +239,7 @@ def _scores(gen, train_ids, test_ids, segments, req: EvalRequest) -> list[tuple[
 
 def _novelty(gen, train_ids, test_ids, req: EvalRequest) -> dict:
     """Novelty of generated samples beside held-out real text of the same length."""
-    from .sample import SampleRequest
+    from .sampling import SampleRequest
 
     vocab, chars = gen.vocab, req.sample_chars
     index = NoveltyIndex(vocab.decode(train_ids), chars)

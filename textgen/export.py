@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import os
 import sys
 import time
@@ -88,7 +89,7 @@ def _load(run_dir: str | Path) -> tuple[runs.Run, dict[str, np.ndarray]]:
 def export_html(run_dir: str | Path, output: str | Path) -> Path:
     output = Path(output)
     _check_output(output)
-    runs.write_text(output, page_html(run_dir))
+    runs.write_text(output, page_html(run_dir), resumable=False)
     return output
 
 
@@ -180,32 +181,19 @@ def _combining_ranges() -> list[list[int]]:
 def about(run: runs.Run, parameters: int) -> dict[str, Any]:
     """What the page's header says about the model (from the run folder's files)."""
     cfg = run.config.model
-    state = run.state
-    report: dict = {}
-    if run.file(runs.CORPUS_REPORT).exists():
-        try:
-            report = runs.read_json(run.file(runs.CORPUS_REPORT))
-        except RunError:
-            report = {}
-    corpus = [Path(p).name for p in run.meta.get("corpus", [])]
+    state = _optional(lambda: run.state) or {}  # a damaged file leaves its figures out
+    report = _optional(lambda: runs.read_json(run.file(runs.CORPUS_REPORT)))
+    report = report if isinstance(report, dict) else {}
+    corpus = [runs.shown_path(Path(p).name) for p in run.meta.get("corpus", [])]
     unit = "char" if run.vocab.level == "char" else "word"
     best = state.get("best_loss")
-    val_bpc = None
-    log = run.file(runs.LOG_FILE)
-    if log.exists():
-        try:
-            rows = runs.read_csv(log)
-            losses = [(float(r["val_loss"]), r) for r in rows if r.get("val_loss")]
-            if losses:
-                val_bpc = float(min(losses, key=lambda t: t[0])[1].get("val_bpc") or "nan")
-        except (OSError, ValueError, KeyError):
-            val_bpc = None
+    val_bpc = _optional(lambda: _best_val_bpc(runs.read_csv(run.file(runs.LOG_FILE))))
     weights = run.file(runs.BEST_WEIGHTS)
     trained = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(weights.stat().st_mtime))
     return {
         "name": (" + ".join(run.styles) if run.styles else ", ".join(corpus)) or run.path.name,
         "corpus": corpus,
-        "corpus_chars": report.get("chars_kept"),
+        "corpus_chars": report["chars_kept"] if runs.is_count(report.get("chars_kept")) else None,
         "level": run.vocab.level,
         "vocab_size": len(run.vocab),
         "cell": cfg.cell,
@@ -215,7 +203,7 @@ def about(run: runs.Run, parameters: int) -> dict[str, Any]:
         "best_loss": best,
         "best_monitor": state.get("best_monitor"),
         "loss_unit": f"nats/{unit}",
-        "val_bpc": val_bpc if val_bpc == val_bpc else None,
+        "val_bpc": val_bpc,
         "epochs_done": state.get("epochs_done"),
         "steps_done": state.get("steps_done"),
         "seconds_trained": state.get("seconds"),
@@ -223,6 +211,24 @@ def about(run: runs.Run, parameters: int) -> dict[str, Any]:
         "textgen": run.meta.get("textgen") or __version__,
         "run": run.path.name,
     }
+
+
+def _optional(read):
+    """What ``read()`` returns, or None when the file it reads is missing or damaged."""
+    try:
+        return read()
+    except RunError:
+        return None
+
+
+def _best_val_bpc(rows: list[dict]) -> float | None:
+    """Validation bits per character at the best validation loss of log.csv's rows."""
+    try:
+        losses = [(float(r["val_loss"]), r) for r in rows if r.get("val_loss")]
+        best = float(min(losses, key=lambda t: t[0])[1].get("val_bpc") or "nan") if losses else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    return best if best is not None and math.isfinite(best) else None
 
 
 # ----------------------------------------------------------------------------- WebAssembly
@@ -308,16 +314,19 @@ def export_keras(run_dir: str | Path, output: str | Path) -> Path:
     output = Path(output)
     _check_output(output)
     run, named = _load(run_dir)
-    from .model import build_model, set_named_weights  # imports Keras (and TensorFlow)
+    from .devices import load_keras
+    from .model import build_model, set_named_weights
 
+    load_keras()  # Keras (and its framework) quietly, or one line saying what to install
     model = build_model(run.config.model, len(run.vocab), len(run.styles))
     set_named_weights(model, run.config.model, named)
     tmp = output.parent / f".{output.stem}.{os.getpid()}.tmp.keras"
-    try:
+    try:  # the temp file goes whatever happens, a signal included (Signalled)
         model.save(tmp)
+        runs.fault("write", output.name)
         os.replace(tmp, output)
     except OSError as e:
-        raise RunError(f"{output}: cannot write ({e.strerror or e})") from None
+        raise runs.write_error(output, e, resumable=False) from None
     finally:
         tmp.unlink(missing_ok=True)
     return output

@@ -38,6 +38,7 @@ import csv
 import errno
 import io
 import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
@@ -49,7 +50,7 @@ import numpy as np
 
 from . import cells
 from ._version import __version__
-from .config import Config, ModelConfig
+from .config import Config, ModelConfig, read_limited
 from .errors import ConfigError, DiskFull, RunError
 from .vocab import Vocab, WordVocab
 
@@ -78,8 +79,36 @@ LOCK_FILE = ".lock"  # held (flock) by the process training the run; holds its P
 # run that never started, and may be trained anew.
 UNSTARTED_FILES = {SCRIPT_LOG, LOCK_FILE, VOCAB_FILE, CORPUS_REPORT, PRIME_TEXT}
 
+# The most bytes textgen reads of each file a run folder holds, far above what a run writes
+# (config.json lists a run's corpus files; steps.csv takes ~40 bytes a step): anything larger
+# is damaged or crafted, and refused before it is read.
+MAX_BYTES = {CONFIG_FILE: 16_000_000, STATE_FILE: 1_000_000, CORPUS_REPORT: 64_000_000,
+             LOG_FILE: 64_000_000, STEPS_FILE: 256_000_000,
+             PRIME_TEXT: 4 * PRIME_TEXT_CHARS}
+
 LOG_FIELDS = ["epoch", "step", "loss", "val_loss", "bpc", "val_bpc", "lr", "seconds"]
 STEP_FIELDS = ["step", "epoch", "loss", "smooth_loss"]
+
+
+# Fault injection for the tests that stop a process at a deterministic point (tests/test_train.py,
+# tests/test_faults.py): TEXTGEN_FAULT="SIGNAL@PHASE@WHERE[,...]" makes the process send itself
+# SIGNAL (KILL, TERM, INT or STOP) at PHASE of WHERE: a checkpoint's save (start, written,
+# rotated, saved) of global step WHERE (checkpoint.py); an output file complete in its temp file,
+# before it is renamed (write@FILE NAME); a command, once started (command@NAME, cli.py);
+# train, its corpus read and Keras loaded, before the run folder is touched (prepared@train).
+FAULT_ENV = "TEXTGEN_FAULT"
+
+
+def fault(phase: str, where: object) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    import signal
+
+    for item in spec.split(","):
+        name, _, rest = item.partition("@")
+        if rest == f"{phase}@{where}":
+            os.kill(os.getpid(), getattr(signal, f"SIG{name}"))
 
 
 @contextmanager
@@ -128,21 +157,29 @@ def _mount_point(path: Path) -> str:
     return str(path)
 
 
-def write_error(path: Path, e: OSError) -> RunError:
-    """The one-line error for a failed write of ``path`` (whose previous version is intact)."""
+def write_error(path: Path, e: OSError, resumable: bool = True) -> RunError:
+    """The one-line error for a failed write of ``path`` (whose previous version is intact).
+    ``resumable``: a run folder's file (resume once fixed), else a command's output file (run
+    the command again)."""
+    kept = ("the previous version is intact" if resumable else
+            "nothing was written")
+    then = "resume" if resumable else "run the command again"
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskFull(f"no space left on {_mount_point(Path(path).parent)} while writing "
-                        f"{path}; the previous version is intact: free some space, then resume")
-    return RunError(f"{path}: cannot write ({e.strerror or e}); the previous version is intact")
+                        f"{path}; {kept}: free some space, then {then}")
+    return RunError(f"{path}: cannot write ({e.strerror or e}); {kept}")
 
 
-def write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically; a full disk is a ``DiskFull`` error."""
+def write_bytes(path: Path, data: bytes, resumable: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically; a full disk is a ``DiskFull`` error (see
+    ``write_error`` for ``resumable``)."""
+    path = Path(path)
     try:
         with atomic_path(path) as tmp:
             write_file(tmp, data)
+            fault("write", path.name)
     except OSError as e:
-        raise write_error(path, e) from None
+        raise write_error(path, e, resumable) from None
 
 
 def write_file(path: Path, data: bytes) -> None:
@@ -151,39 +188,62 @@ def write_file(path: Path, data: bytes) -> None:
         f.write(data)
 
 
-def write_text(path: Path, text: str) -> None:
-    write_bytes(path, text.encode("utf-8"))
+def write_text(path: Path, text: str, resumable: bool = True) -> None:
+    write_bytes(path, text.encode("utf-8"), resumable)
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+def json_bytes(data: Any) -> bytes:
+    """JSON as UTF-8, indented. A file name that is not UTF-8 (Python holds its bytes as lone
+    surrogates, e.g. b"x\\xff.txt" as "x\\udcff.txt") is written as JSON's own escape
+    (\\udcff), which reads back as the same name."""
+    text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return text.encode("utf-8", "backslashreplace")
+
+
+def write_json(path: Path, data: Any, resumable: bool = True) -> None:
+    write_bytes(path, json_bytes(data), resumable)
+
+
+def read_bytes(path: Path, limit: int | None = None) -> bytes:
+    """A run folder's file, read only if it is a regular file within its ``MAX_BYTES``."""
+    path = Path(path)
+    limit = limit or MAX_BYTES.get(path.name, MAX_BYTES[CONFIG_FILE])
+    try:
+        return read_limited(path, limit, RunError, "; the run folder is damaged")
+    except FileNotFoundError:
+        raise RunError(f"{path}: missing; is this a textgen run folder?") from None
 
 
 def read_json(path: Path) -> Any:
+    data = read_bytes(path)
     try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path}: missing; is this a textgen run folder?") from None
+        return json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError):
         raise RunError(f"{path}: not valid JSON; the run folder is damaged") from None
+    except RecursionError:
+        raise RunError(f"{path}: nested too deeply to read; the run folder is damaged") from None
 
 
 def read_csv(path: Path) -> list[dict]:
     """The rows of a CSV log as dicts of strings ([] if the file does not exist yet)."""
     if not path.exists():
         return []
-    with path.open(newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
+    try:
+        text = read_bytes(path).decode("utf-8")
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except (UnicodeDecodeError, csv.Error):
+        raise RunError(f"{path}: damaged log (not UTF-8 CSV text); restore it or delete it to "
+                       "start the log afresh") from None
 
 
 def read_log_upto(path: Path, key: str, last: int) -> tuple[list[dict], int]:
     """(The rows of a CSV log whose ``key`` column is at most ``last``, how many rows came
     after them): rows past a checkpoint are dropped on resume, that training is redone."""
+    rows = read_csv(path)
     try:
-        rows = read_csv(path)
         kept = [r for r in rows if int(r[key]) <= last]
         return kept, len(rows) - len(kept)
-    except (KeyError, TypeError, ValueError, csv.Error, UnicodeDecodeError):
+    except (KeyError, TypeError, ValueError):
         raise RunError(f"{path}: damaged log (a row without a valid {key}); restore it or "
                        "delete it to start the log afresh") from None
 
@@ -250,12 +310,15 @@ def read_weights(path: Path, expected: dict[str, tuple[int, ...]] | None = None,
     that is checked before a byte of data is read, and the values must be finite.
     """
     import h5py
+    import stat
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block HDF5's open
+            raise RunError(f"{path}: not a regular file; not a textgen weights file")
         with h5py.File(path, "r") as f:
-            if f.attrs.get("format") != WEIGHTS_FORMAT:
+            attrs = _attributes(f, path)
+            if attrs.get("format") != WEIGHTS_FORMAT:
                 raise RunError(f"{path}: not a textgen weights file")
-            attrs = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
             datasets = _datasets(f, path)
             if expected is not None:
                 _check_layout(path, datasets, expected)
@@ -272,6 +335,21 @@ def read_weights(path: Path, expected: dict[str, tuple[int, ...]] | None = None,
     named = {k: v for k, v in values.items() if not k.startswith("_extra/")}
     extra = {k.removeprefix("_extra/"): v for k, v in values.items() if k.startswith("_extra/")}
     return named, extra, attrs
+
+
+ATTRIBUTE_MAX_BYTES = 65_536  # textgen's attributes are numbers and short strings
+
+
+def _attributes(f, path: Path) -> dict:
+    """The file's attributes, each checked for size before it is read."""
+    attrs = {}
+    for name in f.attrs:
+        if f.attrs.get_id(name).get_storage_size() > ATTRIBUTE_MAX_BYTES:
+            raise RunError(f"{path}: attribute {name!r} is over {ATTRIBUTE_MAX_BYTES:,} bytes; "
+                           "not a textgen weights file")
+        value = f.attrs[name]
+        attrs[name] = value.item() if hasattr(value, "item") and np.size(value) == 1 else value
+    return attrs
 
 
 def _datasets(f, path: Path) -> dict:
@@ -306,6 +384,11 @@ def _check_layout(path: Path, datasets: dict, expected: dict[str, tuple[int, ...
         if ds.external or ds.is_virtual or ds.compression is not None:
             raise RunError(f"{path}: {name} is stored outside the file, virtual or compressed; "
                            "textgen writes plain datasets only")
+        need = math.prod(shape) * ds.dtype.itemsize
+        stored = ds.id.get_storage_size()
+        if stored < need:  # e.g. chunks never written: reading would conjure `need` bytes
+            raise RunError(f"{path}: {name} holds {stored:,} bytes in the file, its shape needs "
+                           f"{need:,}; the file is damaged or crafted")
 
 
 @dataclass(frozen=True)
@@ -347,8 +430,74 @@ class Run:
 
     @property
     def state(self) -> dict[str, Any]:
+        """state.json ({} before the first epoch end), each field checked (``STATE_FIELDS``)."""
         p = self.file(STATE_FILE)
-        return read_json(p) if p.exists() else {}
+        if not p.exists():
+            return {}
+        state = read_json(p)
+        problem = _state_problem(state)
+        if problem:
+            raise RunError(f"{p}: damaged ({problem}); delete it to have it rewritten at the "
+                           "run's next epoch end")
+        return state
+
+
+def is_count(v) -> bool:
+    """An integer >= 0 read from JSON (not a bool)."""
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+# What state.json may hold (callbacks.StateFile writes it): a field that is there has this kind.
+STATE_FIELDS = {
+    "stopped": ("text or null", lambda v: v is None or isinstance(v, str)),
+    "epochs_done": ("a count", is_count), "steps_done": ("a count", is_count),
+    "epochs_planned": ("a count", is_count), "steps_per_epoch": ("a count", is_count),
+    "best_loss": ("a number or null", lambda v: v is None or _number(v)),
+    "best_monitor": ("text or null", lambda v: v is None or isinstance(v, str)),
+    "seconds": ("a number", lambda v: _number(v) and v >= 0),
+}
+
+
+def _state_problem(state: Any) -> str | None:
+    if not isinstance(state, dict):
+        return f"a JSON {type(state).__name__}, not an object"
+    for key, (kind, ok) in STATE_FIELDS.items():
+        if key in state and not ok(state[key]):
+            return f"{key} is {_short(state[key])}, not {kind}"
+    return None
+
+
+def _short(value: Any) -> str:
+    """A value of a damaged file, as JSON, cut short for a one-line message."""
+    try:
+        return _clip(json.dumps(value, ensure_ascii=False))
+    except ValueError:  # e.g. an integer of more digits than Python prints
+        return type(value).__name__
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_paths(v) -> bool:
+    return isinstance(v, list) and all(isinstance(p, str) for p in v)
+
+
+# config.json's keys besides the config (train.py writes them): a key that is there has this kind.
+META_FIELDS = {
+    "textgen": ("text", lambda v: isinstance(v, str)),
+    "corpus": ("a list of paths", _is_paths),
+    "styles": ("an object of style names and their corpus paths", lambda v: v is None or (
+        isinstance(v, dict) and all(_is_paths(p) for p in v.values()))),
+    "rare_chars": ("a list of characters", lambda v: isinstance(v, list) and all(
+        isinstance(c, str) for c in v)),
+    "init_from": ("an object", lambda v: v is None or isinstance(v, dict)),
+    "data": ("an object", lambda v: isinstance(v, dict)),
+}
 
 
 def weights_digest(named: dict[str, np.ndarray]) -> str:
@@ -385,9 +534,11 @@ def open_run(path: str | Path) -> Run:
         raise RunError(f"{path / CONFIG_FILE}: not a textgen run config")
     if doc.get("version") != RUN_FORMAT:
         raise RunError(
-            f"{path}: run folder format {doc.get('version')!r} (textgen {doc.get('textgen')}) "
-            f"is not supported by textgen {__version__} (format {RUN_FORMAT})"
+            f"{path}: run folder format {_clip(repr(doc.get('version')))} (textgen "
+            f"{_clip(str(doc.get('textgen')))}) is not supported by textgen {__version__} "
+            f"(format {RUN_FORMAT})"
         )
+    _check_meta(doc, path / CONFIG_FILE)
     try:
         config = Config.from_dict(doc.get("config", {}), str(path / CONFIG_FILE))
     except ConfigError as e:
@@ -397,6 +548,15 @@ def open_run(path: str | Path) -> Run:
         raise RunError(f"{path / VOCAB_FILE}: missing; is this a textgen run folder?")
     meta = {k: v for k, v in doc.items() if k != "config"}
     return Run(path=path, config=config, vocab=vocab, meta=meta)
+
+
+def _check_meta(doc: dict, where: Path) -> None:
+    if not isinstance(doc.get("config", {}), dict):
+        raise RunError(f"{where}: 'config' must be a table of settings; the run folder is damaged")
+    for key, (kind, ok) in META_FIELDS.items():
+        if key in doc and not ok(doc[key]):
+            raise RunError(f"{where}: {key!r} must be {kind}, not {_short(doc[key])}; the run "
+                           "folder is damaged")
 
 
 def open_for_resume(path: Path) -> Run | None:
@@ -524,15 +684,26 @@ def point_latest(run_path: Path, root: Path = DEFAULT_ROOT) -> None:
     if link.exists() and not link.is_symlink():
         return  # a real folder named "latest" belongs to the user; leave it alone
     tmp = root / f".{LATEST}.{os.getpid()}.tmp"
-    tmp.unlink(missing_ok=True)
-    os.symlink(target, tmp)
-    os.replace(tmp, link)
+    try:
+        tmp.unlink(missing_ok=True)
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as shown to a reader: bytes of a name that is not UTF-8 (held as lone
+    surrogates) escaped as \\xff, so any terminal or JSON reader can print it."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def summarise(path: str | Path) -> dict[str, Any]:
     """What ``textgen info`` shows: config, vocabulary, parameter count, progress, best loss."""
     run = open_run(path)
     state = run.state
+    unit = "char" if run.vocab.level == "char" else "token"
     params: int | str = "no weights yet"
     if run.file(BEST_WEIGHTS).exists():
         try:
@@ -540,9 +711,9 @@ def summarise(path: str | Path) -> dict[str, Any]:
         except RunError as e:
             params = f"unreadable ({e})"
     return {
-        "run": str(run.path.resolve()),
+        "run": shown_path(run.path.resolve()),
         "textgen": run.meta.get("textgen"),
-        "corpus": ", ".join(run.meta.get("corpus", [])),
+        "corpus": ", ".join(map(shown_path, run.meta.get("corpus", []))),
         "level": run.vocab.level,
         "vocab_size": len(run.vocab),
         **({"styles": ", ".join(run.styles)} if run.styles else {}),
@@ -551,7 +722,7 @@ def summarise(path: str | Path) -> dict[str, Any]:
         "epochs_done": f"{state.get('epochs_done', 0)} of {run.config.train.epochs}",
         "steps_done": state.get("steps_done", 0),
         "best_loss": (None if state.get("best_loss") is None else
-                      f"{state['best_loss']:.4f} nats/char ({state.get('best_monitor')})"),
+                      f"{state['best_loss']:.4f} nats/{unit} ({state.get('best_monitor')})"),
         "seconds_trained": state.get("seconds", 0),
         **{section: values for section, values in run.config.to_dict().items()},
     }

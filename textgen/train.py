@@ -6,8 +6,9 @@ folder current: per-step and per-epoch logs, the best weights, resumable checkpo
 (checkpoint.py), samples and state.json. ``_callbacks`` lists them in the order they run.
 
 Training ends after ``epochs``, or earlier at an epoch end by ``patience`` or ``max_minutes``.
-SIGTERM and SIGINT stop at the next batch boundary after saving ``last.h5``; ``train`` then
-raises ``Interrupted`` (exit 143 / 130) so a script can run the same command again to resume.
+SIGTERM, SIGINT and SIGHUP stop at the next batch boundary after saving ``last.h5``; ``train``
+then raises ``Interrupted`` (exit 143 / 130 / 129) so a script can run the same command again to
+resume. A second signal stops at once, keeping the last checkpoint, with the first one's exit.
 A NaN, infinite or exploding loss stops training without saving: the last good checkpoints stay
 untouched.
 """
@@ -26,32 +27,41 @@ from typing import Any, Callable
 import numpy as np
 
 from . import runs
-from .checkpoint import START, load_last
+from .checkpoint import START, load_last, saved_position
 from .config import Config
 from .data import Prepared, prepare
-from .errors import RunError, TextgenError
+from .devices import load_keras
+from .errors import CorpusError, RunError, Signalled, TextgenError, handle_signals
 from .transfer import Base, check_shape, merge_weights, record
 from .vocab import Vocab, WordVocab
 from .windows import steps_per_epoch
 
 
 class Interrupted(TextgenError):
-    """Training stopped by a signal after saving; run the same command again to resume."""
+    """Training stopped by a signal after saving (or, signalled twice, at once); run the same
+    command again to resume."""
 
-    def __init__(self, signum: int, path: Path, saved_step: int | None = None):
+    def __init__(self, signum: int, path: Path, saved_step: int | None = None,
+                 twice: bool = False, unstarted: bool = False):
         self.exit_code = 128 + signum
         name = signal.Signals(signum).name
         saved = ("before its first checkpoint" if saved_step is None
                  else f"with its checkpoint at step {saved_step}")
-        super().__init__(f"{path}: stopped by {name} {saved}; resume the run to continue")
-        self.cli_hint = f"textgen train ... --out {path} --resume"
+        if twice:
+            saved = "twice, so at once, keeping its last checkpoint"
+        then = "resume the run to continue"
+        if unstarted:  # while the corpus was read: the run folder was not touched
+            saved, then = "before training started", "nothing was written"
+        super().__init__(f"{path}: stopped by {name} {saved}; {then}")
+        self.cli_hint = None if unstarted else f"textgen train ... --out {path} --resume"
 
 
 @dataclass
 class StopFlag:
-    """Set by the SIGTERM/SIGINT handler; checked at every batch boundary."""
+    """Set by the SIGTERM/SIGINT/SIGHUP handler; checked at every batch boundary."""
 
     signum: int | None = None
+    at_once: bool = False  # a second signal came: training stops where it is
 
 
 @dataclass(frozen=True)
@@ -102,37 +112,113 @@ def train(inputs: list[str], config: Config, out: Path, *, resume: runs.Run | No
     select_backend(config.train.backend)  # before Keras is imported; refused if it was, otherwise
     stop = StopFlag()
     with _signals_to(stop):
-        if config.train.tensorboard:
-            _check_tensorboard()
-        if resume is None:
-            runs.check_new_run(out)
-        else:
-            runs.check_not_training(out)
-        if init_from is not None:
-            check_shape(init_from, config)
-        data = prepare(inputs, config, styles=styles or None,
-                       base_vocab=_base_vocab(resume, init_from))
-        if verbose != 0:
-            print(data.describe(), file=sys.stderr)
-        if resume is not None:
-            _check_compatible(resume, config, data.vocab, list(data.styles))
-        with runs.training_lock(out):
-            if resume is not None:
-                _record_config(out, config, resume)
-            else:
-                if config.train.seed is None:
-                    config = config.with_seed(random.SystemRandom().randrange(2**31))
-                _start_run(out, config, data, inputs, styles or None, init_from)
-            runs.point_latest(out, root)
-            return _fit(config, data, out, resume=resume is not None, save_every=save_every,
-                        verbose=verbose, stop=stop, init_from=init_from, recipe=recipe)
+        try:
+            data = _checked_data(inputs, config, out, resume, styles, init_from, verbose)
+            load_keras()  # a backend that cannot start is refused before anything is written
+            runs.fault("prepared", "train")
+            if stop.signum:  # signalled while the corpus was read: stop before writing
+                raise Interrupted(stop.signum, out, unstarted=True)
+            with runs.training_lock(out):
+                if resume is not None:
+                    _record_config(out, config, resume, data)
+                else:
+                    if config.train.seed is None:
+                        config = config.with_seed(random.SystemRandom().randrange(2**31))
+                    _start_run(out, config, data, inputs, styles or None, init_from)
+                _point_latest(out, root)
+                return _fit(config, data, out, resume=resume is not None,
+                            save_every=save_every, verbose=verbose, stop=stop,
+                            init_from=init_from, recipe=recipe)
+        except Signalled as e:  # the second signal (with the first one's meaning)
+            raise Interrupted(stop.signum or e.signum, out, twice=True) from None
 
 
-def _record_config(out: Path, config: Config, run: runs.Run) -> None:
-    """A resumed run may aim further (e.g. more epochs): record the config it now trains to."""
-    if config != run.config:
+def _checked_data(inputs, config: Config, out: Path, resume: runs.Run | None, styles,
+                  init_from: Base | None, verbose: int | None) -> Prepared:
+    """The corpus, prepared, after every check that needs no framework: the run folder, the
+    base run's shape, the vocabulary, and on resume that the setup and data are the run's."""
+    if config.train.tensorboard:
+        _check_tensorboard()
+    if resume is None:
+        runs.check_new_run(out)
+    else:
+        runs.check_not_training(out)
+    if init_from is not None:
+        check_shape(init_from, config)
+    data = prepare(inputs, config, styles=styles or None,
+                   base_vocab=_base_vocab(resume, init_from))
+    if verbose != 0:
+        print(data.describe(), file=sys.stderr)
+    _check_vocabulary(data)
+    if resume is not None:
+        _check_compatible(resume, config, data.vocab, list(data.styles))
+        _check_same_data(resume, config, data)
+    return data
+
+
+def _check_vocabulary(data: Prepared) -> None:
+    """A model chooses among two or more tokens; one character gives nothing to learn (and a
+    loss of 0 that Keras cannot train on)."""
+    if len(data.vocab) < 2:
+        names = ", ".join(runs.shown_path(f) for f in data.report["files"][:3])
+        raise CorpusError(f"{names}: the text has one distinct character "
+                          f"({data.vocab.tokens[0]!r}); give a text of two or more to train on")
+
+
+def _point_latest(out: Path, root: Path) -> None:
+    """checkpoints/latest is a convenience: a working directory where it cannot be written
+    (read-only, or checkpoints a file) only costs a warning."""
+    try:
+        runs.point_latest(out, root)
+    except OSError as e:
+        print(f"warning: cannot point {root / runs.LATEST} at {out} "
+              f"({e.strerror or e}); training goes on", file=sys.stderr)
+
+
+def _record_config(out: Path, config: Config, run: runs.Run, data: Prepared) -> None:
+    """A resumed run may aim further (e.g. more epochs): record the config it now trains to
+    (and, for a run from before the data record, what it trains on from now on)."""
+    fingerprint = data.fingerprint()
+    if config != run.config or run.meta.get("data") != fingerprint:
         keep = {k: v for k, v in run.meta.items() if k not in ("format", "version", "textgen")}
+        keep["data"] = fingerprint
         runs.write_json(out / runs.CONFIG_FILE, runs.config_document(config, keep))
+
+
+def _check_same_data(run: runs.Run, config: Config, data: Prepared) -> None:
+    """Resume only on the data the run started with (its record in config.json): a changed
+    corpus changes the windows, the steps per epoch and the order, so the checkpoint's position
+    would mean nothing. A run from before the record: its checkpoint's position must fit this
+    corpus's steps per epoch (which state.json records too), and a warning says so."""
+    recorded, now = run.meta.get("data"), data.fingerprint()
+    hint = f"textgen train CORPUS --out NEW_RUN --init-from {run.path}"
+    if recorded is not None:
+        if recorded != now:
+            sizes = (f"{_size(recorded)} then, {_size(now)} now" if _size(recorded) != _size(now)
+                     else f"{_size(now)}, another text")
+            raise RunError(f"{run.path}: the corpus changed since this run started ({sizes}); "
+                           "resume it with the text it started with, or start a new run from "
+                           "its weights", cli_hint=hint)
+        return
+    spe = steps_per_epoch(data.split.n_train_windows, config.window,
+                          config.train.steps_per_epoch)
+    position = saved_position(run.path)
+    recorded_spe = run.state.get("steps_per_epoch", spe)
+    if recorded_spe != spe or (position and not 0 <= position[1] - position[0] * spe < spe):
+        raise RunError(f"{run.path}: the corpus changed since this run started: it makes {spe} "
+                       "steps per epoch, the run's checkpoint was made with another number; "
+                       "resume it with the text it started with, or start a new run from its "
+                       "weights", cli_hint=hint)
+    print(f"warning: {run.path} was started before textgen recorded what a run trains on, so it "
+          "cannot check that the corpus is the one it started with; recorded it now",
+          file=sys.stderr)
+
+
+def _size(fingerprint: dict) -> str:
+    ids, windows = fingerprint.get("ids"), fingerprint.get("train_windows")
+    if not (runs.is_count(ids) and runs.is_count(windows)):  # a damaged record
+        return "a damaged record"
+    return f"{ids:,} tokens, {windows:,} training windows"
 
 
 def _check_tensorboard() -> None:
@@ -156,7 +242,7 @@ def _start_run(out: Path, config: Config, data: Prepared, inputs, styles,
     runs.check_new_run(out, locked=True)  # again under the lock: another process may have won
     extra = {"corpus": _resolved(inputs if not styles else
                                  [p for paths in styles.values() for p in paths]),
-             "rare_chars": data.report["rare_chars"]}
+             "rare_chars": data.report["rare_chars"], "data": data.fingerprint()}
     if data.styles:  # from --style NAME=CORPUS, or from a JSON field (--style-field)
         extra["styles"] = {name: _resolved(styles[name] if styles else
                                            data.report["styles"][name]["files"])
@@ -260,6 +346,9 @@ def _fit(config: Config, data: Prepared, out: Path, *, resume: bool, save_every:
         runs.write_weights(out / runs.INIT_WEIGHTS, get_named_weights(model, config.model),
                            attrs=runs.identity(data.vocab, list(data.styles)))
     start = load_last(out, model) if resume else START
+    if not 0 <= start.step - start.epoch * spe < spe:  # _check_same_data makes this unreachable
+        raise RunError(f"{out}: its checkpoint (epoch {start.epoch}, step {start.step}) does not "
+                       f"fit {spe} steps per epoch; the data changed since the run started")
     has_val = len(split.val) > 0
     if start.epoch >= epochs:  # finished already (state.json may lag if its write failed)
         from .callbacks import Progress, StateFile
@@ -344,22 +433,17 @@ def _finite(x: float) -> float | None:
 
 @contextlib.contextmanager
 def _signals_to(stop: StopFlag):
-    """Turn SIGTERM/SIGINT into 'save at the next batch boundary and stop'."""
+    """Turn SIGTERM/SIGINT/SIGHUP into 'save at the next batch boundary and stop' (a second one:
+    stop at once, ``Signalled``)."""
     def handler(signum, frame):
-        if stop.signum:  # second signal: give up at once
-            raise KeyboardInterrupt
+        if stop.at_once:  # a third: the second's unwinding (temp files removed) goes on
+            return
+        if stop.signum:  # a second: stop at once, with the first one's meaning (exit code)
+            stop.at_once = True
+            raise Signalled(stop.signum)
         stop.signum = signum
         print(f"\ntextgen: {signal.Signals(signum).name} received; saving at the next step",
               file=sys.stderr)
 
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            previous[sig] = signal.signal(sig, handler)
-        except ValueError:  # not the main thread
-            pass
-    try:
+    with handle_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), handler):
         yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

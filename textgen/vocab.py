@@ -26,9 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .config import read_limited
 from .errors import PrimeError, RunError
 
 _CHUNK = 1 << 20  # characters encoded per NumPy batch (bounds temporary memory to ~8 MB)
+# A vocab.json of every Unicode character takes ~5 MB, of a million words ~20 MB: a larger
+# file is not a vocabulary, and is refused before it is read.
+VOCAB_MAX_BYTES = 64_000_000
 
 
 def _id_dtype(n: int) -> np.dtype:
@@ -121,7 +125,7 @@ class Vocab:
         unreadable) is a one-line RunError naming the file."""
         path = Path(path)
         try:
-            data = path.read_bytes()
+            data = read_limited(path, VOCAB_MAX_BYTES, RunError, "; not a textgen vocabulary file")
         except OSError as e:
             raise RunError(f"{path}: cannot read the vocabulary file: {e.strerror}") from None
         try:

@@ -12,12 +12,13 @@ Runs `textgen train CORPUS --out RUN ...` and, whenever it stops early, runs it 
 --resume, until training completes. Output is appended to RUN/train.log.
 
 Exit codes of textgen train and what this script does:
-  0            training complete: final sync, exit 0
-  143, 130     stopped by SIGTERM / SIGINT after saving (preemption): resume
-  137          killed (SIGKILL, out of memory): resume from the last checkpoint
-  1, 2         a problem with the input or the flags: stop and report it
-  3            the loss diverged: stop (resuming would diverge again)
-  4            the disk is full: stop (what was saved is intact; free space, run this again)
+  0              training complete: final sync, exit 0
+  143, 130, 129  stopped by SIGTERM / SIGINT / SIGHUP after saving (preemption), or at once
+                 by a second signal, keeping the last checkpoint: resume
+  137            killed (SIGKILL, out of memory): resume from the last checkpoint
+  1, 2           a problem with the input or the flags: stop and report it
+  3              the loss diverged: stop (resuming would diverge again)
+  4              the disk is full: stop (what was saved is intact; free space, run this again)
   anything else  a crash: resume, at most TEXTGEN_MAX_RETRIES times in a row
 
 Environment:
@@ -89,7 +90,7 @@ attempt_cmd() {
 if [[ $dry_run -eq 1 ]]; then
   mapfile -d '' first < <(attempt_cmd "$@")
   printf 'would run:'; printf ' %q' "${first[@]}"; printf ' >> %q 2>&1\n' "$run_dir/train.log"
-  echo "then, on exit 143/130/137 or a crash, again with --resume (at most $max_retries crashes in a row)"
+  echo "then, on exit 143/130/129/137 or a crash, again with --resume (at most $max_retries crashes in a row)"
   sync_run
   exit 0
 fi
@@ -115,7 +116,7 @@ while true; do
   sync_run
   case "$rc" in
     0) say "training complete: $run_dir"; exit 0 ;;
-    143|130|137) say "stopped (exit $rc), resuming"; crashes=0 ;;
+    143|130|129|137) say "stopped (exit $rc), resuming"; crashes=0 ;;
     1|2) say "textgen train failed (exit $rc); see $run_dir/train.log"; exit "$rc" ;;
     3) say "loss diverged (exit 3); see $run_dir/train.log"; exit 3 ;;
     4) say "disk full (exit 4): free space, then run this again; see $run_dir/train.log"; exit 4 ;;
