@@ -243,7 +243,7 @@ def textgen_callbacks(lab: Lab) -> list:
     """textgen's per-batch callbacks (train._callbacks), on a scratch run folder; the
     epoch-end ones (checkpoints, samples, logs) are left out: a round is not an epoch."""
     from textgen import callbacks as cb
-    from textgen.train import StopFlag
+    from textgen.trainer import StopFlag
 
     progress = cb.Progress(10**9, 0, 0, math.inf, 0, 0.0)
     return [cb.DivergenceStop(progress, lab.vocab, lab.tmp), cb.StepCounter(progress),

@@ -8,7 +8,7 @@ each, the same seed and the same number of steps, two runs at a time.
 A recipe that does not change the cost of a step (the learning rate, its schedule, a weight
 average) is compared fairly by the loss it reaches in the same steps, whatever else the machine
 runs, so two runs share the 2 cores. Each run trains in a process of its own through textgen's
-training seams (textgen.train.Recipe: an optimizer, a learning-rate schedule, extra callbacks;
+training seams (textgen.Recipe: an optimizer, a learning-rate schedule, extra callbacks;
 nothing of textgen is patched); the table gives each run's best validation loss in log.csv
 (windows scored from a zero state, so higher than ``textgen evaluate``'s figure). Levers that
 change the cost of a step (width, batch) belong in bench/quality.py, at equal wall-clock.
@@ -48,10 +48,10 @@ FINAL = 0.05  # every decay ends at lr / 20
 
 
 def recipe(kind: str | None):
-    """The textgen.train.Recipe of a lever (None: textgen's own optimizer and plateau)."""
+    """The textgen.Recipe of a lever (None: textgen's own optimizer and plateau)."""
     import keras
 
-    from textgen.train import Recipe
+    from textgen.trainer import Recipe
 
     def adam(cfg, lr, **ema):
         return keras.optimizers.Adam(learning_rate=lr, clipnorm=cfg.clipnorm, **ema)
@@ -98,7 +98,7 @@ def parse_flags(text: str) -> dict:
 def child(name: str, out: str, epochs: int, steps: int, extra: dict) -> None:
     """Train one lever's run into ``out`` (in this process)."""
     from textgen.config import by_section, resolve
-    from textgen.train import train
+    from textgen.trainer import train
 
     settings, kind = LEVERS[name]
     config = resolve(CONFIG, by_section({**extra, **settings, "epochs": epochs,

@@ -401,7 +401,7 @@ def test_backend_is_chosen_before_keras_is_imported(tiny_corpus, tmp_path):
 
 
 def test_backend_may_change_on_resume():
-    from textgen.train import RESUMABLE_CHANGES
+    from textgen.trainer import RESUMABLE_CHANGES
 
     assert ("train", "backend") in RESUMABLE_CHANGES
     assert Config().train.backend == "tensorflow"

@@ -24,7 +24,7 @@ RANK = {
     "sample": 8,
     "score": 9, "baselines": 9, "model": 9, "devices": 9, "checkpoint": 9, "transfer": 9,
     "callbacks": 10, "classify": 10,
-    "train": 11, "evaluate": 11, "gradcheck": 11, "plot": 11, "export": 11,
+    "trainer": 11, "evaluate": 11, "gradcheck": 11, "plot": 11, "export": 11,
     "api": 12,
     "__init__": 13,
     "serve": 14,

@@ -230,7 +230,7 @@ def test_a_recipe_gives_training_an_optimizer_a_schedule_and_callbacks(tmp_path)
     import keras
 
     from textgen.config import by_section, resolve
-    from textgen.train import Recipe, train
+    from textgen.trainer import Recipe, train
 
     from .conftest import TINY_TEXT
 

@@ -22,7 +22,7 @@ from ._version import __version__
 # name -> the module that defines it (imported on first use)
 _HOMES = {
     "train": "api", "open_run": "api", "Run": "api", "Evaluation": "api", "Best": "api",
-    "Recipe": "train", "Interrupted": "train",
+    "Recipe": "trainer", "Interrupted": "trainer",
     "load": "sample", "Generator": "sample", "Sample": "sample", "Batch": "sample",
     "SampleRequest": "sampling", "SamplingError": "sampling",
     "Config": "config", "page_html": "export",
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from .export import page_html
     from .sample import Batch, Generator, Sample, load
     from .sampling import SampleRequest, SamplingError
-    from .train import Interrupted, Recipe
+    from .trainer import Interrupted, Recipe
 
 
 def __getattr__(name: str):

@@ -45,7 +45,8 @@ def _progress(progress: str | None) -> int:
 SOURCE = "textgen.train()"  # where settings come from, in error messages
 
 
-def _resolve_config(config, settings: dict, base: Config | None) -> Config:
+def _resolve_config(config, settings: dict, base: Config | None, source: str = SOURCE
+                    ) -> Config:
     """defaults (or ``base``) < ``config`` (a TOML path, a preset name, or a Config) <
     ``settings`` (named like the command line's flags)."""
     from .config import SECTION_OF, by_section, merge, resolve
@@ -56,9 +57,9 @@ def _resolve_config(config, settings: dict, base: Config | None) -> Config:
                           "textgen train's flags (e.g. units=256, max_minutes=5)")
     if isinstance(config, Config):
         start = config if base is None else merge(base, config.to_dict(), "config")
-        return merge(start, by_section(settings), SOURCE)
+        return merge(start, by_section(settings), source)
     path = None if config is None else config_path(config)
-    return resolve(path, by_section(settings), base=base, source=SOURCE)
+    return resolve(path, by_section(settings), base=base, source=source)
 
 
 def config_path(value: str | os.PathLike) -> Path:
@@ -89,27 +90,39 @@ def train(corpus: str | os.PathLike | list | None = None, *, config=None,
     SIGTERM or SIGINT (a notebook's interrupt) stops at the next batch after saving and raises
     ``Interrupted``; ``train(..., out=RUN, resume=True)`` then continues exactly.
     """
+    return train_as(SOURCE, corpus, config=config, out=out, resume=resume, init_from=init_from,
+                    backend=backend, styles=styles, save_every=save_every, recipe=recipe,
+                    progress=progress, **settings)
+
+
+def train_as(source: str, corpus=None, *, config=None, out=None, resume: bool = False,
+             init_from=None, backend: str | None = None, styles: dict | None = None,
+             save_every: int | None = None, recipe=None, progress: str | None = None,
+             **settings) -> "Run":
+    """``train``, with ``settings`` named as coming from ``source`` in error messages (the
+    command line passes its own: a bad flag is then a usage error, exit 2)."""
     from .runs import default_run_path, open_for_resume
-    from .train import Recipe
-    from .train import train as run_training
+    from .trainer import Recipe
+    from .trainer import train as run_training
     from .transfer import base_config, open_base
 
     inputs = [] if corpus is None else [str(c) for c in (corpus if isinstance(
         corpus, (list, tuple)) else [corpus])]
     if bool(styles) == bool(inputs):
-        raise ConfigError("give a corpus to train on, or styles ({name: [files]}), not both")
+        raise ConfigError("give a corpus to train on, or styles ({name: [files]}), not both",
+                          cli_hint="CORPUS or --style NAME=CORPUS")
     if resume and out is None:
         raise ConfigError("resuming needs the run folder to continue", cli_hint="--out RUN_DIR")
     if resume and init_from is not None:
         raise ConfigError("give resume or init_from, not both",
                           cli_hint="--resume or --init-from")
-    run = open_for_resume(Path(out)) if resume else None
+    run = open_for_resume(Path(out)) if resume else None  # then flags may extend --epochs
     base = open_base(init_from) if init_from is not None else None
     if backend is None and os.environ.get("KERAS_BACKEND"):
         backend = os.environ["KERAS_BACKEND"]  # the default, over the run's own
     settings = {**settings, "backend": backend} if backend else settings
-    cfg = _resolve_config(config, settings,
-                           run.config if run else base_config(base) if base else None)
+    cfg = _resolve_config(config, settings, run.config if run else
+                          base_config(base) if base else None, source)
     styles = {name: [str(p) for p in paths] for name, paths in (styles or {}).items()}
     if out is None:
         out = default_run_path("-".join(styles) if styles else Path(inputs[0]).stem or "run")
@@ -167,10 +180,14 @@ class Evaluation:
         """Each baseline's held-out loss, nats per character."""
         return {row["model"]: row["nats_per_char"] for row in self.models[1:]}
 
-    def __repr__(self) -> str:
+    def text(self) -> str:
+        """The table ``textgen evaluate`` prints."""
         from .evaluate import format_result
 
         return format_result(self.raw)
+
+    def __repr__(self) -> str:
+        return self.text()
 
     def _repr_html_(self) -> str:
         rows = "".join(

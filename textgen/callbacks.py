@@ -1,7 +1,7 @@
 """Small Keras callbacks that keep a run folder current during ``fit``, one job each.
 
 They share one ``Progress`` (epochs and steps done, best loss, time trained), restored from the
-checkpoint on resume; train.py builds them in this order, which is the order their hooks run in:
+checkpoint on resume; trainer.py builds them in this order, which is the order their hooks run in:
 
 =====================  ===================================================================
 ``DivergenceStop``     a NaN, infinite or exploding batch loss ends training at once

@@ -66,7 +66,7 @@ def save_last(out: Path, model, ckpt: Checkpoint) -> None:
             _rotate(out, new, ckpt.step)
         except OSError as e:
             raise runs.write_error(out / runs.LAST_WEIGHTS, e) from None
-    except BaseException:  # a full disk, or a second signal (train.py): no temp file stays
+    except BaseException:  # a full disk, or a second signal (trainer.py): no temp file stays
         new.unlink(missing_ok=True)
         (out / NEW_PREV).unlink(missing_ok=True)
         raise

@@ -1,6 +1,6 @@
 """Command-line interface: parse options, resolve config, call one library function, report.
 
-TensorFlow is imported only inside ``train`` (via textgen.train), so ``textgen --help`` and
+TensorFlow is imported only inside ``train`` (via textgen.trainer), so ``textgen --help`` and
 ``textgen sample`` start instantly. A ``TextgenError`` becomes one line on stderr and a non-zero
 exit; ``--traceback`` shows the full trace instead.
 """
@@ -211,6 +211,13 @@ def backend_option(f):
                         help=BACKEND_HELP)(f)
 
 
+def _quiet_unless_verbose() -> None:
+    """Keep the frameworks' own log messages hidden unless ``textgen --verbose``."""
+    from .backends.base import set_verbose
+
+    set_verbose(bool((click.get_current_context().find_root().obj or {}).get("verbose")))
+
+
 def _use_backend(name: str | None) -> str:
     """Select Keras's backend for this process before anything imports Keras (devices.py)."""
     from .devices import select_backend
@@ -328,38 +335,31 @@ def train(corpus, config_file, out, resume, init_from, save_every, styles, **fla
     textgen train corpora/sonnets.txt --level word --max-words 5000
     textgen train my-lyrics.txt --init-from checkpoints/shakespeare --max-minutes 3
     """
-    from .config import by_section, resolve
-    from .runs import default_run_path, open_for_resume
-    from .transfer import base_config, open_base
-    from .train import train as run_training
+    from .api import train_as
+    from .config import FLAGS_SOURCE
 
-    if styles and corpus:
-        raise click.UsageError("give CORPUS or --style NAME=CORPUS options, not both")
-    if not styles and not corpus:
-        raise click.UsageError("give a CORPUS to train on (or --style NAME=CORPUS twice)")
     if styles and flags["style_field"]:
         raise click.UsageError("give --style NAME=CORPUS or --style-field, not both")
     if resume and out is None:
         raise click.UsageError("--resume needs --out RUN_DIR (the run to continue)")
-    # Resuming starts from the run's recorded config; flags may then extend --epochs.
-    run = open_for_resume(out) if resume else None
+    if styles and corpus:
+        raise click.UsageError("give CORPUS or --style NAME=CORPUS options, not both")
+    if not styles and not corpus:
+        raise click.UsageError("give a CORPUS to train on (or --style NAME=CORPUS twice)")
     if init_from is not None and resume:
         raise click.UsageError("give --resume or --init-from, not both")
-    base = open_base(init_from) if init_from is not None else None
-    if flags["backend"] is None and os.environ.get("KERAS_BACKEND"):
-        flags["backend"] = os.environ["KERAS_BACKEND"]  # the default, over the run's own
-    config = resolve(_config_path(config_file), by_section(flags),
-                     base=run.config if run else base_config(base) if base else None)
-    _use_backend(config.train.backend)
-    if out is None:
-        out = default_run_path("-".join(styles) if styles else Path(corpus[0]).stem or "run")
-    result = run_training(list(corpus), config, out, resume=run, save_every=save_every,
-                          styles=styles, init_from=base)
-    unit = "char" if config.tokens.level == "char" else "token"
-    best = "n/a" if result.best_loss is None else f"{result.best_loss:.4f} nats/{unit}"
-    stopped = f"; stopped by {result.stopped}" if result.stopped else ""
-    click.echo(f"trained {result.epochs_done} epochs ({result.steps_done} steps); "
-               f"best loss {best}{stopped}", err=True)
+    _quiet_unless_verbose()  # the backend itself is chosen once the config is resolved
+    settings = {k: v for k, v in flags.items() if v is not None}
+    run = train_as(FLAGS_SOURCE, list(corpus) or None, config=config_file, out=out,
+                   resume=resume, init_from=init_from, styles=styles or None,
+                   save_every=save_every, **settings)
+    state = run.state
+    unit = "char" if run.config.tokens.level == "char" else "token"
+    best = "n/a" if state.get("best_loss") is None else f"{state['best_loss']:.4f} nats/{unit}"
+    stopped = f"; stopped by {state['stopped']}" if state.get("stopped") else ""
+    click.echo(f"trained {state.get('epochs_done', 0)} epochs ({state.get('steps_done', 0)} "
+               f"steps); best loss {best}{stopped}", err=True)
+    out = run.path
     _echo_path(out)
 
 
@@ -644,15 +644,14 @@ def evaluate(run_dir, corpus, order, samples, sample_chars, temperature, seed, t
     textgen evaluate checkpoints/latest --corpus other-play.txt --order 5
     textgen evaluate checkpoints/latest --classify --passage-chars 300
     """
-    from .evaluate import EvalRequest, evaluate_run, format_result
+    from .api import open_run
 
     _use_backend(backend)  # scoring runs the NumPy network: no framework is imported
-    req = EvalRequest(corpus=corpus, order=order, samples=samples, sample_chars=sample_chars,
-                      temperature=temperature, seed=seed, train_corpus=list(train_corpus) or None,
-                      style=style, classify=classify_, passage_chars=passage_chars,
-                      passages=passages)
-    result = evaluate_run(run_dir, req)
-    click.echo(json.dumps(result, indent=2) if as_json else format_result(result))
+    result = open_run(run_dir).evaluate(
+        corpus, order=order, samples=samples, sample_chars=sample_chars, temperature=temperature,
+        seed=seed, train_corpus=list(train_corpus) or None, style=style, classify=classify_,
+        passage_chars=passage_chars, passages=passages)
+    click.echo(json.dumps(result.raw, indent=2) if as_json else result.text())
 
 
 @cli.command(context_settings=CONTEXT)
@@ -735,11 +734,12 @@ def plot(run_dir, output, force):
     \b
     textgen plot checkpoints/latest -o loss.png
     """
-    from .plot import plot_run
+    from .api import open_run
 
     if output.exists() and not force:
         raise click.UsageError(f"{output} already exists; pass --force or choose another -o")
-    _echo_path(plot_run(run_dir, output))
+    open_run(run_dir).plot(output)
+    _echo_path(output)
 
 
 @cli.command(context_settings=CONTEXT)
@@ -757,12 +757,12 @@ def info(run_dir, as_json, devices, backend):
     textgen info --devices
     textgen info --devices --backend jax
     """
-    from .runs import summarise
+    from .api import open_run
 
     _use_backend(backend)
     summary = {}
     if not devices or run_dir != Path(DEFAULT_RUN) or run_dir.exists():
-        summary = summarise(run_dir)
+        summary = open_run(run_dir).summary()
     if devices:
         from .devices import describe_devices
 
@@ -799,8 +799,8 @@ def export(run_dir, output):
     The page holds the weights (float32), vocabulary, config and a JavaScript copy of the NumPy
     sampler; it makes no network request (a Content-Security-Policy forbids them), so it works
     opened from disk or from any static host. It has prime text, length, temperature (quick
-    picks 0.2 / 0.5 / 1.0), top-k, top-p, seed, a style picker for styled runs, Generate, Stop
-    and Copy, and shows text as it is generated. It supports every cell textgen trains, any
+    picks 0.2 / 0.5 / 1.0), top-k, top-p, min-p, seed, a style picker for styled runs,
+    Generate, Stop and Copy, and shows text as it is generated. It supports every cell textgen trains, any
     depth, character and word level.
 
     At temperature 0 the page writes exactly what `textgen sample --temperature 0` prints for
@@ -810,11 +810,12 @@ def export(run_dir, output):
     random streams, so they give different texts.
 
     \b
-    Query parameters: prime, chars, temperature, top_k, top_p, seed (0 to 2^32-1), style;
-    autorun=1 generates on load, writes prime + text into the element #output and sets
-    data-done="1" on it; debug=probs writes the next-token distributions after each prime
-    token as JSON into #output (window.textgenProbs(prime, {temperature, top_k, top_p,
-    style}) returns the same). For a headless browser:
+    Query parameters: the page's sampling settings (prime, chars up to 100,000, temperature,
+    top_k, top_p, min_p, seed 0 to 2^32-1, style); autorun=1 generates on load, writes prime +
+    text into the element #output and sets data-done="1" on it; debug=probs writes the
+    next-token distributions after each prime token as JSON into #output
+    (window.textgenProbs(prime, {temperature, top_k, top_p, min_p, style}) returns the same).
+    For a headless browser:
       chromium --headless --virtual-time-budget=60000 --dump-dom \\
         "file:///path/page.html?prime=ROMEO:&chars=200&temperature=0&autorun=1"
 
@@ -826,11 +827,11 @@ def export(run_dir, output):
     textgen export checkpoints/latest -o shakespeare.html
     textgen export checkpoints/latest -o shakespeare.keras
     """
-    from .export import export_run
+    from .api import open_run
 
     if output.suffix.lower() == ".keras":
         _use_backend(None)  # KERAS_BACKEND checked, the frameworks' banners kept quiet
-    _echo_path(export_run(run_dir, output))
+    _echo_path(open_run(run_dir).export(output))
 
 
 def _parse_models(ctx, param, values) -> dict[str, Path]:

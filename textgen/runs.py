@@ -487,7 +487,7 @@ def _is_paths(v) -> bool:
     return isinstance(v, list) and all(isinstance(p, str) for p in v)
 
 
-# config.json's keys besides the config (train.py writes them): a key that is there has this kind.
+# config.json's keys besides the config (trainer.py writes them): a key that is there has this kind.
 META_FIELDS = {
     "textgen": ("text", lambda v: isinstance(v, str)),
     "corpus": ("a list of paths", _is_paths),

@@ -59,6 +59,11 @@ def verbose() -> bool:
     return _settings["verbose"]
 
 
+def set_verbose(on: bool) -> None:
+    """Show (or hide, the default) the frameworks' own log messages when they load."""
+    _settings["verbose"] = on
+
+
 @contextlib.contextmanager
 def quiet_stderr():
     """Hide what C++ code writes to file descriptor 2 (TensorFlow's banners while it loads:

@@ -1,4 +1,5 @@
-"""Model + data + config -> a run folder.
+"""Model + data + config -> a run folder (the module is trainer.py: ``textgen.train`` is the
+public function, api.py's, that calls ``train`` here).
 
 ``train`` reads the corpus, builds the vocabulary and ids, writes the run folder's static files
 (runs.py names them), then fits the model with the callbacks of callbacks.py, which keep the
