@@ -108,15 +108,17 @@ def train_as(source: str, corpus=None, *, config=None, out=None, resume: bool = 
 
     inputs = [] if corpus is None else [str(c) for c in (corpus if isinstance(
         corpus, (list, tuple)) else [corpus])]
-    if bool(styles) == bool(inputs):
-        raise ConfigError("give a corpus to train on, or styles ({name: [files]}), not both",
-                          cli_hint="CORPUS or --style NAME=CORPUS")
     if resume and out is None:
         raise ConfigError("resuming needs the run folder to continue", cli_hint="--out RUN_DIR")
     if resume and init_from is not None:
         raise ConfigError("give resume or init_from, not both",
                           cli_hint="--resume or --init-from")
     run = open_for_resume(Path(out)) if resume else None  # then flags may extend --epochs
+    if run is not None and not inputs and not styles:
+        inputs, styles = _recorded_corpus(run)
+    if bool(styles) == bool(inputs):
+        raise ConfigError("give a corpus to train on, or styles ({name: [files]}), not both",
+                          cli_hint="CORPUS or --style NAME=CORPUS")
     base = open_base(init_from) if init_from is not None else None
     if backend is None and os.environ.get("KERAS_BACKEND"):
         backend = os.environ["KERAS_BACKEND"]  # the default, over the run's own
@@ -129,6 +131,19 @@ def train_as(source: str, corpus=None, *, config=None, out=None, resume: bool = 
     run_training(inputs, cfg, Path(out), resume=run, save_every=save_every, styles=styles,
                  init_from=base, recipe=recipe or Recipe(), verbose=_progress(progress))
     return Run(out)
+
+
+def _recorded_corpus(run) -> tuple[list[str], dict | None]:
+    """(inputs, styles) a run was started with (config.json), to resume it without naming
+    its corpus again."""
+    recorded = run.meta.get("styles") if not run.config.clean.style_field else None
+    if recorded:
+        return [], {name: list(paths) for name, paths in recorded.items()}
+    inputs = list(run.meta.get("corpus") or [])
+    if not inputs or "-" in inputs:
+        raise ConfigError(f"{run.path}: the run was trained on standard input; give its text "
+                          "again to resume it", cli_hint="CORPUS")
+    return inputs, None
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,10 @@ class Network:
 
 @dataclass(frozen=True)
 class Sample:
+    """One generated sample: its ``text`` (without the prime), the ``prime`` it started from,
+    the ``seed`` of its request, its ``index`` in the request's batch of n, and why it ended
+    (``finish_reason``: "stop" at a stop string, "length" at its length)."""
+
     text: str  # the generated text (without the prime)
     prime: str
     seed: int
@@ -109,7 +113,10 @@ class Sample:
 
 
 class Generator:
-    """A loaded run folder, ready to generate. Get one with ``textgen.load(run_dir)``."""
+    """A loaded run folder, ready to generate (NumPy only). Get one with
+    ``textgen.load(run_dir)`` or ``Run.generator()``. ``run``: the run folder read back;
+    ``vocab``: its vocabulary; ``network``: the NumPy network; ``weights_hash``: a short hash of
+    the weights (JSONL records carry it)."""
 
     def __init__(self, run: runs.Run):
         self.run = run
@@ -125,10 +132,12 @@ class Generator:
         self.weights_hash = runs.weights_digest(named)
 
     def default_prime(self) -> str:
+        """What a sample starts from without a prime: a new line when the vocabulary has one."""
         return default_prime(self.vocab)
 
     @property
     def styles(self) -> list[str]:
+        """The run's style names (empty for a run trained without styles)."""
         return self.run.styles
 
     def style_id(self, name: str | None) -> int | None:
@@ -417,6 +426,7 @@ def cut_at_stop(text: str, stops) -> str:
     return text[: min(ends)] if ends else text
 
 
-def load(run_dir: str | Path = runs.DEFAULT_ROOT / runs.LATEST) -> Generator:
-    """Open a run folder for generation (NumPy only; no TensorFlow import)."""
+def load(run_dir: str | Path = "checkpoints/latest") -> Generator:
+    """Open a run folder (default checkpoints/latest) for generation (NumPy only; no framework
+    is imported)."""
     return Generator(runs.open_run(run_dir))
