@@ -52,7 +52,7 @@ def check_switch(run_dir):
     from textgen.devices import select_backend
     select_backend(spec["backend"])  # before Keras is imported
     import keras
-    from textgen import runs, train
+    from textgen import runs, trainer as train
     from textgen.checkpoint import load_last
     run = runs.open_run(run_dir)
     model, _ = train._build_model(run.config, len(run.vocab), 0, 10**6)

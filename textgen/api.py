@@ -303,6 +303,7 @@ class Run:
         fig = figure(self.path)
         if path is not None:
             save(fig, Path(path))
+        _show_figures_inline()
         return fig
 
     def evaluate(self, corpus: str | os.PathLike | None = None, *, order: int = 6,
@@ -326,6 +327,20 @@ class Run:
         from .export import export_run
 
         return export_run(self.path, Path(path))
+
+
+def _show_figures_inline() -> None:
+    """In IPython (Jupyter), have a returned Figure drawn as PNG: IPython registers that only
+    when pyplot is imported, and textgen draws without pyplot."""
+    if "IPython" not in sys.modules:
+        return
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    if shell is not None and hasattr(shell, "display_formatter"):
+        from IPython.core.pylabtools import select_figure_formats
+
+        select_figure_formats(shell, {"png"})
 
 
 def open_run(path: str | os.PathLike = runs.DEFAULT_ROOT / runs.LATEST) -> Run:
