@@ -138,3 +138,24 @@ def test_greedy_rows_beside_sampled_rows():
     probs = probabilities(logits, [0.0, 1.0], top_k=[None, 2])
     assert probs[0].tolist() == [0, 1, 0]
     np.testing.assert_allclose(probs[1], [0, 2 / 3, 1 / 3])
+
+
+def test_a_refused_prime_prints_nothing(trained_run):
+    result = invoke(["sample", "--run", trained_run, "--prime", "the €", "--chars", "20"])
+    assert result.exit_code == 2 and "'€' (U+20AC)" in result.stderr
+    assert result.stdout == ""  # the prime was once printed before the refusal
+
+
+@pytest.mark.parametrize("content", [b"caf\xe9 au lait " * 10, b"a " * 300_000])
+def test_a_damaged_prime_text_is_one_line(run_copy, content):
+    (run_copy / "prime-text.txt").write_bytes(content)
+    result = invoke(["sample", "--run", run_copy, "--prime", "random", "--chars", "20"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.count("\n") == 1 and "prime-text.txt" in result.stderr
+
+
+def test_training_samples_are_capped(tiny_corpus, tmp_path):
+    result = invoke(["train", tiny_corpus, "--out", tmp_path / "run", "--sample-chars",
+                     "100001"])
+    assert result.exit_code == 2 and "sample_chars must be at most 100000" in result.stderr
+    assert not (tmp_path / "run").exists()

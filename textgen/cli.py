@@ -303,7 +303,7 @@ def _parse_styles(ctx, param, values) -> dict[str, list[str]]:
 @click.option("--sample-every", type=click.IntRange(min=0),
               help="Print and save samples every N epochs, 0 = never [1].")
 @click.option("--sample-chars", type=click.IntRange(min=1),
-              help="Characters per sample during training [200].")
+              help="Characters per sample during training [200], at most 100,000.")
 @click.option("--tensorboard/--no-tensorboard", default=None,
               help="Write TensorBoard logs to RUN/tensorboard [off].")
 @backend_option
@@ -531,6 +531,12 @@ def _write_samples(sink, gen, req, run_dir, fmt, stream, record, headers) -> Non
     # One text sample is written as it is generated, in constant memory (flushed per
     # character with --stream); several are generated as a batch and written at the end.
     streaming = fmt == "text" and req.n == 1 and (req.stop is None or gen.vocab.level == "char")
+    try:  # every check first: a refused request writes nothing, not even its prime
+        job = gen.job(req, keep=not streaming)
+    except PrimeError as e:
+        raise _usage(e) from None
+    except SamplingError as e:
+        raise click.BadParameter(str(e), param_hint=f"'{SETTINGS[e.field].cli}'") from None
     if streaming:
         if headers:
             sink.write(_header(req, 0))
@@ -542,12 +548,7 @@ def _write_samples(sink, gen, req, run_dir, fmt, stream, record, headers) -> Non
         if stream:
             sink.flush()
 
-    try:
-        results = gen.sample(req, on_text=on_text if streaming else None, keep=not streaming)
-    except PrimeError as e:
-        raise _usage(e) from None
-    except SamplingError as e:
-        raise click.BadParameter(str(e), param_hint=f"'{SETTINGS[e.field].cli}'") from None
+    results = gen.complete(job, on_text=on_text if streaming else None)
     for s in results:
         if record is not None and s.index != record.get("index", 0):
             continue

@@ -176,6 +176,9 @@ class ModelConfig:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
 
 
+SAMPLE_CHARS_MAX = 100_000  # samples printed during training are for reading, not keeping
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings."""
@@ -189,7 +192,7 @@ class TrainConfig:
     patience: int | None = None  # stop after this many epochs without a better val loss
     max_minutes: float | None = None  # stop at the last epoch end that fits in this budget
     sample_every: int = 1  # print and save samples every N epochs (0: never)
-    sample_chars: int = 200  # characters per sample during training
+    sample_chars: int = 200  # characters per sample during training (SAMPLE_CHARS_MAX at most)
     tensorboard: bool = False  # write TensorBoard logs to RUN/tensorboard
     strategy: str = "auto"  # auto | one | mirrored | multiworker (tf.distribute)
     precision: str = "float32"  # or mixed_float16 / mixed_bfloat16 (GPU only)
@@ -206,6 +209,7 @@ class TrainConfig:
         if self.sample_every < 0:
             raise ConfigError("train.sample_every must be >= 0")
         _positive("train.sample_chars", self.sample_chars)
+        _at_most("train.sample_chars", self.sample_chars, SAMPLE_CHARS_MAX)
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"train.strategy must be one of {', '.join(STRATEGIES)}, "
                               f"got {self.strategy!r}")

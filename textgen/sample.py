@@ -179,7 +179,10 @@ class Generator:
         path = self.run.file(runs.PRIME_TEXT)
         if not path.exists():
             raise RunError(f"{path}: missing, so a random prime is not available for this run")
-        text = path.read_text(encoding="utf-8")
+        try:  # at most runs.MAX_BYTES of it, a regular file
+            text = runs.read_bytes(path).decode("utf-8")
+        except UnicodeDecodeError:
+            raise RunError(f"{path}: not UTF-8 text; the run folder is damaged") from None
         length = length or self.run.config.window.window * (1 if self.vocab.level == "char"
                                                             else 5)
         rng = np.random.default_rng(seed)
@@ -205,7 +208,12 @@ class Generator:
         """Generate ``req.n`` samples as one batch. ``on_text(i, text)`` streams each sample's
         new text; with ``keep=False`` the samples' text is not kept (constant memory however
         long the samples: their ``text`` is then empty)."""
-        job = self.job(req, keep)
+        return self.complete(self.job(req, keep), on_text)
+
+    def complete(self, job: "Job", on_text: Callable[[int, str], None] | None = None
+                 ) -> list[Sample]:
+        """Generate a Job made by ``job`` (checked already: nothing can be refused any more)
+        in a batch of its own; ``on_text`` as in ``sample``."""
         for row, text in run_alone(self.network, self.vocab, job):
             if on_text:
                 on_text(row, text)
