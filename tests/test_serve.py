@@ -100,6 +100,20 @@ def test_the_stream_gives_the_same_text_in_chunks(server):
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
+def test_a_stream_sends_at_most_one_chunk_per_chunk_ms(trained_run):
+    s = Server([f"tiny={trained_run}"], "--chunk-ms", "200", "--max-chars", "20000")
+    try:
+        start = time.monotonic()
+        chunks = list(s.client().completions.create(model="tiny", prompt="a", seed=2,
+                                                    max_tokens=20000, stream=True))
+        elapsed = time.monotonic() - start
+    finally:
+        s.stop()
+    texts = [ch.choices[0].text for ch in chunks[:-1]]  # the last one: the finish reason
+    assert sum(map(len, texts)) + len(chunks[-1].choices[0].text) == 20000
+    assert 2 <= len(texts) <= elapsed / 0.2 + 1, (len(texts), elapsed)
+
+
 def test_several_prompts_and_samples_come_back_in_order(server):
     client = server.client()
     c = client.completions.create(model="tiny", prompt=["the cat", "a log"], n=3,

@@ -871,8 +871,11 @@ def _parse_models(ctx, param, values) -> dict[str, Path]:
               help="Allow browser pages from ORIGIN to call the API (repeatable; * for any).")
 @click.option("--grace", type=Finite(min=0), default=30, show_default=True, metavar="SECONDS",
               help="After SIGTERM or SIGINT, how long requests in flight may take to finish.")
+@click.option("--chunk-ms", type=Finite(min=0, max=10_000), default=50, show_default=True, metavar="MS",
+              help="A stream sends its new text at most this often (its first text at once; "
+                   "0: after every step). Fewer, larger chunks leave more CPU for generating.")
 def serve(runs, host, port, api_key_env, max_chars, max_concurrent, max_queued, max_body,
-          cors, grace):
+          cors, grace, chunk_ms):
     """Serve trained runs over HTTP with an OpenAI-compatible completions API.
 
     Each RUN is a model named after its folder (or NAME). Concurrent requests for a model are
@@ -900,7 +903,8 @@ def serve(runs, host, port, api_key_env, max_chars, max_concurrent, max_queued, 
     _need_serve_extra()
     run_server(runs, ServeConfig(host=host, port=port, api_key=key, max_chars=max_chars,
                                  max_concurrent=max_concurrent, max_queued=max_queued,
-                                 max_body=max_body, cors_origins=tuple(cors), grace=grace))
+                                 max_body=max_body, cors_origins=tuple(cors), grace=grace,
+                                 chunk_ms=chunk_ms))
 
 
 def _loopback(host: str) -> bool:

@@ -18,6 +18,7 @@ errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import sys
@@ -52,6 +53,7 @@ class ServeConfig:
     max_body: int = 1_000_000  # bytes of a request body; beyond: 413
     cors_origins: tuple[str, ...] = ()
     grace: float = 30.0  # seconds in-flight requests may take to finish after SIGTERM/SIGINT
+    chunk_ms: float = 50.0  # a stream's chunks at most this often (its first one at once)
 
 
 class ApiError(Exception):
@@ -193,8 +195,8 @@ class RowStream:
 
 @dataclass
 class Ticket:
-    """A request waiting for, then holding, rows of a model's batch; its events go to
-    ``queue`` as (job index, row, text) and a final None."""
+    """A request waiting for, then holding, rows of a model's batch; its new text goes to
+    ``queue`` as {(job index, row): text}, one dict per slice of steps, and a final None."""
 
     jobs: list
     queue: asyncio.Queue = field(default_factory=asyncio.Queue)
@@ -265,10 +267,14 @@ class Model:
                 await self.wake.wait()
                 continue
             events = await asyncio.to_thread(self._steps)
+            news: dict[int, tuple[Ticket, dict]] = {}  # each ticket's new text, one item a slice
             for job, row, text in events:
                 ticket = self.running.get(id(job))
                 if ticket is not None:
-                    ticket.queue.put_nowait((ticket.jobs.index(job), row, text))
+                    texts = news.setdefault(id(ticket), (ticket, {}))[1]
+                    texts.setdefault((ticket.jobs.index(job), row), []).append(text)
+            for ticket, texts in news.values():
+                ticket.queue.put_nowait({key: "".join(parts) for key, parts in texts.items()})
             self._retire()
 
     def _retire(self) -> None:
@@ -289,7 +295,7 @@ def _choice(index: int, text: str, finish: str | None) -> dict:
 
 def _usage(jobs) -> dict:
     prompt = sum(len(j.prime_ids) for j in jobs)
-    completion = sum(int(j.progress.tokens.sum()) for j in jobs)
+    completion = sum(sum(j.progress.tokens) for j in jobs)
     return {"prompt_tokens": prompt, "completion_tokens": completion,
             "total_tokens": prompt + completion}
 
@@ -345,8 +351,14 @@ class Completions:
         """The SSE stream: a chunk per choice with new text, the finish reasons, [DONE]."""
         rows = {(j, b): RowStream(job.req.stop) for j, job in enumerate(self.jobs)
                 for b in range(job.n)}
+        interval, sent = self.model.limits.chunk_ms / 1000, None
         try:
             while True:
+                if sent is not None and interval:  # gather what comes until the next chunk
+                    wait = interval - (time.monotonic() - sent)
+                    if wait > 0:  # (or until the request is done)
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self.ticket.finished.wait(), wait)
                 item = await self.ticket.queue.get()
                 items = [item]
                 while not self.ticket.queue.empty():
@@ -354,11 +366,12 @@ class Completions:
                 done = None in items
                 texts: dict = {}
                 for it in (i for i in items if i is not None):
-                    key = (it[0], it[1])
-                    texts[key] = texts.get(key, "") + rows[key].add(it[2])
+                    for key, text in it.items():
+                        texts[key] = texts.get(key, "") + rows[key].add(text)
                 for (j, b), text in texts.items():
                     if text:
                         yield self._sse([_choice(self._index(j, b), text, None)])
+                        sent = time.monotonic()
                 if done:
                     break
             for j, job in enumerate(self.jobs):
@@ -507,8 +520,6 @@ class Handlers:
 
 
 def create_app(runs: dict[str, Path], config: ServeConfig = ServeConfig()):
-    """The ASGI app serving ``runs`` ({model name: run folder})."""
-    from contextlib import asynccontextmanager
 
     from starlette.applications import Starlette
     from starlette.middleware import Middleware
@@ -518,7 +529,7 @@ def create_app(runs: dict[str, Path], config: ServeConfig = ServeConfig()):
     models = {name: Model(name, path, config) for name, path in runs.items()}
     h = Handlers(models, config)
 
-    @asynccontextmanager
+    @contextlib.asynccontextmanager
     async def lifespan(app):
         for m in models.values():
             m.task = asyncio.create_task(m.loop())
@@ -548,8 +559,6 @@ def serve(runs: dict[str, Path], config: ServeConfig = ServeConfig()) -> None:
 
     class Server(uvicorn.Server):
         def capture_signals(self):  # ours below: exit 0 after a graceful stop, not the signal
-            import contextlib
-
             return contextlib.nullcontext()
 
     server = Server(uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
