@@ -334,42 +334,40 @@ class Batch:
         if not self.jobs:
             return []
         logits, self.state = self.network.step(self.ids, self.state, self.styles)
-        if not self._feeding:  # the usual case: every prime is fed, every row draws
-            return self._draw(logits, self._slices)
-        drawing, self._feeding = [], False
-        for job, rows in self._slices:
-            job.fed = min(job.fed + 1, len(job.prime_ids))
-            if job.fed < len(job.prime_ids):  # still feeding its prime
-                self.ids[rows] = job.prime_ids[job.fed]
-                self._feeding = True
-            else:
-                drawing.append((job, rows))
-        return self._draw(logits, drawing) if drawing else []
+        return self._draw(logits, self._feed() if self._feeding else set())
 
-    def _draw(self, logits: np.ndarray, drawing: list) -> list[tuple[Job, int, str]]:
-        if len(drawing) == len(self.jobs):  # every row draws: the usual case
-            z, settings = logits, self._settings
-        else:
-            index = np.concatenate([np.arange(r.start, r.stop) for _, r in drawing])
-            z, settings = logits[index], self._settings.take(index)
+    def _feed(self) -> set[int]:
+        """Count one more prime token fed to each job; the ids of the jobs still being fed."""
+        feeding = set()
+        for job, _ in self._slices:
+            job.fed = min(job.fed + 1, len(job.prime_ids))
+            if job.fed < len(job.prime_ids):
+                feeding.add(id(job))
+        self._feeding = bool(feeding)
+        return feeding
+
+    def _draw(self, logits: np.ndarray, feeding: set[int]) -> list[tuple[Job, int, str]]:
+        """Draw a token for every row; a row still being fed its prime gets its next prime
+        token instead (its draw, made with a zero and not from its generator, is dropped: one
+        distribution over the whole batch is cheaper than picking the drawing rows out)."""
+        z = logits
         if self.vocab.unk_id is not None:  # <unk> stands for many words: never drawn
             z = z.copy()
             z[:, self.vocab.unk_id] = -np.inf
-        uniforms = [job.uniforms() for job, _ in drawing]
-        ids = choose(distribution(z, settings),
+        uniforms = [np.zeros(job.n) if id(job) in feeding else job.uniforms()
+                    for job, _ in self._slices]
+        ids = choose(distribution(z, self._settings),
                      uniforms[0] if len(uniforms) == 1 else np.concatenate(uniforms))
-        if len(drawing) == len(self.jobs):
-            self.ids[:] = ids
-        else:
-            self.ids[index] = ids
+        self.ids[:] = ids
         events, tokens = [], ids.tolist()
-        at = 0
-        for job, _ in drawing:
+        for job, rows in self._slices:
+            if id(job) in feeding:
+                self.ids[rows] = job.prime_ids[job.fed]
+                continue
             progress = job.progress
             for b in range(job.n):
                 if not progress.done[b]:
-                    events.append((job, b, progress.add(b, tokens[at + b])))
-            at += job.n
+                    events.append((job, b, progress.add(b, tokens[rows.start + b])))
         return events
 
 

@@ -313,9 +313,6 @@ class RowSettings:
         settings.setdefault("temperature", 1.0)
         return cls({p.field: _per_row(settings.get(p.field), n) for p in PROCESSORS})
 
-    def take(self, index: np.ndarray) -> "RowSettings":
-        return RowSettings({k: v[index] for k, v in self.values.items()})
-
 
 def _per_row(value, rows: int) -> np.ndarray:
     """One float per row: a scalar broadcast, a per-row sequence as it is; None -> NaN."""
