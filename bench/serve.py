@@ -9,9 +9,9 @@ few steps: speed does not depend on the weights) is served twice, one server at 
 free loopback port: as ``textgen serve`` runs by default (concurrent requests stepped together)
 and with ``--max-concurrent 1`` (one request at a time: the baseline without batching). For each
 number of clients, every client streams completions (``max_tokens`` 200, its own prompt and
-seed) one after another for ``--seconds``; the table gives the characters received per second in
-all (aggregate) and per client, the time from sending a request to its first character (p50,
-p99), and the server's peak resident memory. Clients run in this process (asyncio + httpx), on
+seed, on a connection of its own) one after another for ``--seconds``; the table gives the
+characters received per second in all (aggregate) and per client, the time from sending a
+request to its first character (p50, p99), and the server's peak resident memory. Clients run in this process (asyncio + httpx), on
 the same 2 cores as the server, so the figures include their cost.
 Writes a record to bench/results/serve/.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -110,15 +111,24 @@ async def client(http, url: str, k: int, until: float, out: dict) -> None:
         n += 1
 
 
-async def load(url: str, clients: int, seconds: float, server: Server) -> dict:
+def own_connection():
+    """An HTTP client with one connection of its own, as each user of a server has (one
+    httpx pool shared by 64 clients stalled some requests for seconds inside the pool)."""
     import httpx
 
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    return httpx.AsyncClient(timeout=300, limits=limits)
+
+
+async def load(url: str, clients: int, seconds: float, server: Server) -> dict:
+
     out = {"chars": 0, "ttfc": []}
-    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
-    async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        https = [await stack.enter_async_context(own_connection()) for _ in range(clients)]
         start = time.monotonic()
         until = start + seconds
-        tasks = [asyncio.create_task(client(http, url, k, until, out)) for k in range(clients)]
+        tasks = [asyncio.create_task(client(http, url, k, until, out))
+                 for k, http in enumerate(https)]
         peak = 0.0
         while not all(t.done() for t in tasks):
             peak = max(peak, server.rss_mb())
@@ -159,13 +169,12 @@ def soak(run: Path, seconds: float, clients: int = 32) -> dict:
     samples = []
 
     async def watch():
-        import httpx
-
-        async with httpx.AsyncClient(timeout=300) as http:
+        async with contextlib.AsyncExitStack() as stack:
+            https = [await stack.enter_async_context(own_connection()) for _ in range(clients)]
             until = time.monotonic() + seconds
             out = {"chars": 0, "ttfc": []}
             tasks = [asyncio.create_task(client(http, server.url, k, until, out))
-                     for k in range(clients)]
+                     for k, http in enumerate(https)]
             start = time.monotonic()
             while not all(t.done() for t in tasks):
                 await asyncio.sleep(1)
