@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
 import threading
@@ -299,3 +300,15 @@ def test_serving_beyond_loopback_without_a_key_warns(trained_run, monkeypatch):
     assert quiet.exit_code == 0 and "warning" not in quiet.stderr
     missing = invoke(["serve", trained_run, "--api-key-env", "TEXTGEN_UNSET_VARIABLE"])
     assert missing.exit_code == 2 and "is not set" in missing.stderr
+
+
+def test_the_models_are_listed_after_a_run_folder_is_removed(run_copy):
+    """/v1/models once read the run folder's time on every call: a 500 once it was gone."""
+    s = Server([f"gone={run_copy}"])
+    try:
+        shutil.rmtree(run_copy)
+        r = httpx.get(f"{s.url}/v1/models", timeout=60)
+        assert r.status_code == 200, r.text
+        assert [m["id"] for m in r.json()["data"]] == ["gone"]
+    finally:
+        s.stop()

@@ -212,6 +212,7 @@ class Model:
 
     def __init__(self, name: str, run: Path, limits: ServeConfig):
         self.name, self.run, self.limits = name, run, limits
+        self.created = int(run.stat().st_mtime)  # read once: the folder may go later
         self.generator = load(run)
         self.page = page_html(run)
         self.batch = Batch(self.generator.network, self.generator.vocab)
@@ -485,7 +486,7 @@ class Handlers:
         if not _authorised(request, self.config.api_key):
             return _error(ApiError(401, UNAUTHORISED[0], code=UNAUTHORISED[1]))
         return JSONResponse({"object": "list", "data": [
-            {"id": name, "object": "model", "created": int(m.run.stat().st_mtime),
+            {"id": name, "object": "model", "created": m.created,
              "owned_by": "textgen"} for name, m in self.models.items()]})
 
     async def health(self, request):
