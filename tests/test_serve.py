@@ -312,3 +312,17 @@ def test_the_models_are_listed_after_a_run_folder_is_removed(run_copy):
         assert [m["id"] for m in r.json()["data"]] == ["gone"]
     finally:
         s.stop()
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "n", "temperature"])
+def test_a_null_field_means_its_default(server, name):
+    """null once reached the sampler as None: max_tokens a 500, n a raw TypeError message,
+    temperature greedy sampling instead of OpenAI's default of 1."""
+    body = {"model": "tiny", "prompt": "the", "max_tokens": 30, "seed": 3}
+    plain = server.post(body)
+    nulled = server.post({**body, name: None})
+    assert plain.status_code == nulled.status_code == 200, nulled.text
+    if name == "max_tokens":
+        assert len(nulled.json()["choices"][0]["text"]) == 16  # OpenAI's default
+    else:
+        assert nulled.json()["choices"] == plain.json()["choices"]

@@ -105,7 +105,8 @@ def parse_completion(body: bytes, models: dict, limits: ServeConfig) -> Completi
                        f"{', '.join(models)}", param="model", code="model_not_found")
     stream = _flag(data, "stream")
     prompts = _prompts(data.get("prompt", ""))
-    settings = {fields[k]: v for k, v in data.items() if k in fields and k != "prompt"}
+    settings = {fields[k]: v for k, v in data.items()  # null: the default, as OpenAI
+                if k in fields and k != "prompt" and v is not None}
     settings.setdefault("tokens", DEFAULT_MAX_TOKENS)
     n = settings.get("n", 1)
     if data.get("best_of") is not None and data["best_of"] != n:
