@@ -165,3 +165,14 @@ def test_sample_never_imports_tensorflow(trained_run):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("NO_TF")
+
+
+@pytest.mark.parametrize("prime", ["\ufeff"])
+def test_a_prime_that_cleaning_empties_is_refused_on_one_line(trained_run, prime):
+    """A prime of only a byte-order mark (dropped by cleaning) once reached the batch with no
+    token: IndexError in the CLI, the API and the server."""
+    result = invoke(["sample", "--run", trained_run, "--prime", prime, "--chars", "5"])
+    assert result.exit_code == 2, result.output
+    assert "empty once cleaned" in result.output
+    with pytest.raises(textgen.PrimeError, match="empty once cleaned"):
+        textgen.load(trained_run).generate(prime, 5)

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import socket
+import shutil
 import subprocess
 import sys
 import threading
@@ -299,3 +300,29 @@ def test_serving_beyond_loopback_without_a_key_warns(trained_run, monkeypatch):
     assert quiet.exit_code == 0 and "warning" not in quiet.stderr
     missing = invoke(["serve", trained_run, "--api-key-env", "TEXTGEN_UNSET_VARIABLE"])
     assert missing.exit_code == 2 and "is not set" in missing.stderr
+
+
+def test_the_models_are_listed_after_a_run_folder_is_removed(run_copy):
+    """/v1/models once read the run folder's time on every call: a 500 once it was gone."""
+    s = Server([f"gone={run_copy}"])
+    try:
+        shutil.rmtree(run_copy)
+        r = httpx.get(f"{s.url}/v1/models", timeout=60)
+        assert r.status_code == 200, r.text
+        assert [m["id"] for m in r.json()["data"]] == ["gone"]
+    finally:
+        s.stop()
+
+
+@pytest.mark.parametrize("name", ["max_tokens", "n", "temperature"])
+def test_a_null_field_means_its_default(server, name):
+    """null once reached the sampler as None: max_tokens a 500, n a raw TypeError message,
+    temperature greedy sampling instead of OpenAI's default of 1."""
+    body = {"model": "tiny", "prompt": "the", "max_tokens": 30, "seed": 3}
+    plain = server.post(body)
+    nulled = server.post({**body, name: None})
+    assert plain.status_code == nulled.status_code == 200, nulled.text
+    if name == "max_tokens":
+        assert len(nulled.json()["choices"][0]["text"]) == 16  # OpenAI's default
+    else:
+        assert nulled.json()["choices"] == plain.json()["choices"]

@@ -164,7 +164,11 @@ class Generator:
                 f"prime has characters the model never saw: {describe_chars(missing)}{note}; "
                 "remove or replace them"
             )
-        return self.vocab.encode(cleaned)
+        ids = self.vocab.encode(cleaned)
+        if not ids.size:  # only characters the run's cleaning drops (a byte-order mark)
+            raise PrimeError("the prime text is empty once cleaned as the run's "
+                             "text was; give at least one character the model knows")
+        return ids
 
     def random_prime(self, seed: int | None, length: int | None = None) -> str:
         """A slice of the training text starting just after a random space."""

@@ -105,7 +105,8 @@ def parse_completion(body: bytes, models: dict, limits: ServeConfig) -> Completi
                        f"{', '.join(models)}", param="model", code="model_not_found")
     stream = _flag(data, "stream")
     prompts = _prompts(data.get("prompt", ""))
-    settings = {fields[k]: v for k, v in data.items() if k in fields and k != "prompt"}
+    settings = {fields[k]: v for k, v in data.items()  # null: the default, as OpenAI
+                if k in fields and k != "prompt" and v is not None}
     settings.setdefault("tokens", DEFAULT_MAX_TOKENS)
     n = settings.get("n", 1)
     if data.get("best_of") is not None and data["best_of"] != n:
@@ -212,6 +213,7 @@ class Model:
 
     def __init__(self, name: str, run: Path, limits: ServeConfig):
         self.name, self.run, self.limits = name, run, limits
+        self.created = int(run.stat().st_mtime)  # read once: the folder may go later
         self.generator = load(run)
         self.page = page_html(run)
         self.batch = Batch(self.generator.network, self.generator.vocab)
@@ -485,7 +487,7 @@ class Handlers:
         if not _authorised(request, self.config.api_key):
             return _error(ApiError(401, UNAUTHORISED[0], code=UNAUTHORISED[1]))
         return JSONResponse({"object": "list", "data": [
-            {"id": name, "object": "model", "created": int(m.run.stat().st_mtime),
+            {"id": name, "object": "model", "created": m.created,
              "owned_by": "textgen"} for name, m in self.models.items()]})
 
     async def health(self, request):
