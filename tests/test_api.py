@@ -136,3 +136,46 @@ def test_unknown_settings_are_named(tiny_corpus, tmp_path):
     with pytest.raises(textgen.ConfigError, match="progress must be one of"):
         textgen.train(tiny_corpus, out=tmp_path / "run", progress="loud", epochs=1)
     assert not (tmp_path / "run").exists()
+
+
+def test_plot_and_export_refuse_what_they_would_break(trained_run, tmp_path):
+    """Run.plot(path) once replaced an existing file; Run.export('x.txt') was a ValueError."""
+    import textgen
+
+    run = textgen.open_run(trained_run)
+    mine = tmp_path / "notes.html"
+    mine.write_text("mine")
+    with pytest.raises(textgen.RunError, match="already exists; pass overwrite=True"):
+        run.plot(mine)
+    assert mine.read_text() == "mine"
+    run.plot(mine, overwrite=True)
+    assert mine.read_bytes().startswith(b"\x89PNG")
+    for name in ("model.txt", "folder"):
+        with pytest.raises(textgen.RunError, match="name it .html, .htm or .keras"):
+            run.export(tmp_path / name)
+
+
+def test_generate_takes_every_declared_setting(trained_run):
+    """generate() once listed its settings by hand and lacked min_p; None meant greedy."""
+    import textgen
+
+    gen = textgen.load(trained_run)
+    texts = gen.generate("the", chars=30, n=2, min_p=0.2, seed=4)
+    assert len(texts) == 2 and all(len(t) == 30 for t in texts)
+    assert gen.generate("the", chars=30, seed=4, temperature=None, n=None) == \
+        gen.generate("the", chars=30, seed=4)  # None: the default (1.0 and 1), not greedy
+    assert gen.generate("the", chars=30, seed=4) != gen.generate("the", chars=30, temperature=0)
+    with pytest.raises(textgen.SamplingError, match="no sampling setting 'colour'"):
+        gen.generate("the", colour="red")
+    with pytest.raises(textgen.SamplingError, match="no sampling setting 'colour'"):
+        next(gen.stream("the", colour="red"))
+
+
+def test_evaluate_takes_one_training_corpus_as_a_path(trained_run, tiny_corpus):
+    """A string was split into its characters ('training corpus a is gone')."""
+    import textgen
+
+    run = textgen.open_run(trained_run)
+    one = run.evaluate(samples=2, sample_chars=50, train_corpus=str(tiny_corpus))
+    listed = run.evaluate(samples=2, sample_chars=50, train_corpus=[tiny_corpus])
+    assert one.text() == listed.text()

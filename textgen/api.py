@@ -25,7 +25,7 @@ from typing import Any
 
 from . import runs
 from .config import Config
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .sample import Generator
 
 PROGRESS = {"bar": 1, "epochs": 2, "quiet": 0}  # train's ``progress`` -> Keras's verbose
@@ -295,11 +295,16 @@ class Run:
         """A Generator for this run's best weights (NumPy only)."""
         return Generator(self._run)
 
-    def plot(self, path: str | os.PathLike | None = None):
+    def plot(self, path: str | os.PathLike | None = None, *, overwrite: bool = False):
         """The loss curves as a matplotlib Figure (a notebook shows it inline); with ``path``,
-        also saved there as PNG. Needs matplotlib: pip install "textgen[plot]"."""
+        also saved there as PNG (an existing file only with ``overwrite=True``). Needs
+        matplotlib: pip install "textgen[plot]"."""
         from .plot import figure, save
 
+        if path is not None and not overwrite and (Path(path).exists() or
+                                                   Path(path).is_symlink()):
+            raise RunError(f"{path} already exists; pass overwrite=True (--force) or choose "
+                           "another path")
         fig = figure(self.path)
         if path is not None:
             save(fig, Path(path))
@@ -308,13 +313,16 @@ class Run:
 
     def evaluate(self, corpus: str | os.PathLike | None = None, *, order: int = 6,
                  samples: int = 0, sample_chars: int = 500, temperature: float = 1.0,
-                 seed: int = 0, train_corpus: list | None = None, style: str | None = None,
+                 seed: int = 0, train_corpus: str | os.PathLike | list | None = None,
+                 style: str | None = None,
                  classify: bool = False, passage_chars: int = 300,
                  passages: int = 100) -> Evaluation:
         """Held-out loss beside baselines (and novelty, style accuracy): ``textgen evaluate``.
         ``corpus``: a text to score instead of the run's validation split."""
         from .evaluate import EvalRequest, evaluate_run
 
+        if isinstance(train_corpus, (str, os.PathLike)):  # one path, not its characters
+            train_corpus = [train_corpus]
         req = EvalRequest(corpus=None if corpus is None else str(corpus), order=order,
                           samples=samples, sample_chars=sample_chars, temperature=temperature,
                           seed=seed, train_corpus=[str(p) for p in train_corpus or []] or None,

@@ -739,7 +739,7 @@ def plot(run_dir, output, force):
 
     if output.exists() and not force:
         raise click.UsageError(f"{output} already exists; pass --force or choose another -o")
-    open_run(run_dir).plot(output)
+    open_run(run_dir).plot(output, overwrite=force)
     _echo_path(output)
 
 
@@ -860,7 +860,7 @@ def _parse_models(ctx, param, values) -> dict[str, Path]:
                    "variable's value.")
 @click.option("--max-chars", type=click.IntRange(min=1), default=16384, show_default=True,
               help="Most tokens (characters, or words) a request may ask for, over all its "
-                   "choices.")
+                   "choices; its prompts (times n) are held to the same number.")
 @click.option("--max-concurrent", type=click.IntRange(min=1), default=64, show_default=True,
               help="Requests generating at once; their samples are stepped together.")
 @click.option("--max-queued", type=click.IntRange(min=0), default=256, show_default=True,

@@ -59,8 +59,8 @@ def export_run(run_dir: str | Path, output: str | Path) -> Path:
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in SUFFIXES:
-        raise ValueError(f"{output}: unknown output type {output.suffix or '(none)'!r}; "
-                         f"name it .html, .htm or .keras")
+        raise RunError(f"{output}: unknown output type {output.suffix or '(none)'!r}; "
+                       f"name it .html, .htm or .keras")
     if suffix in HTML_SUFFIXES:  # each checks the output path first
         return export_html(run_dir, output)
     return export_keras(run_dir, output)

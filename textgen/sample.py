@@ -30,7 +30,7 @@ from .config import ModelConfig
 from .corpus import clean_chars
 from .errors import PrimeError, RunError
 from .sampling import (PROCESSORS, RowSettings, SampleRequest, SamplingError, choose,
-                       distribution)
+                       distribution, request)
 from .vocab import Vocab, WordVocab, describe_chars
 
 
@@ -215,25 +215,20 @@ class Generator:
                 on_text(row, text)
         return job.samples()
 
-    def generate(self, prime: str | None = None, chars: int | None = None, *,
-                 lines: int | None = None, tokens: int | None = None,
-                 temperature: float = 1.0, top_k: int | None = None,
-                 top_p: float | None = None, seed: int | None = None,
-                 stop: str | list[str] | None = None, style: str | None = None,
-                 n: int = 1) -> str | list[str]:
+    def generate(self, prime: str | None = None, chars: int | None = None,
+                 **settings) -> str | list[str]:
         """One sample's text (without the prime), or a list of ``n`` texts when ``n`` > 1.
-        The settings are SampleRequest's; 500 characters without a length."""
-        req = SampleRequest(prime=prime, chars=chars, lines=lines, tokens=tokens,
-                            temperature=temperature, top_k=top_k, top_p=top_p, n=n, seed=seed,
-                            stop=stop, style=style)
+        ``settings``: any field of SampleRequest by name (``temperature=0.5, top_p=0.9,
+        n=3, seed=1``...; None means its default); 500 characters without a length."""
+        req = request(prime=prime, chars=chars, **settings)
         texts = [s.text for s in self.sample(req)]
-        return texts[0] if n == 1 else texts
+        return texts[0] if req.n == 1 else texts
 
     def stream(self, prime: str | None = None, chars: int | None = None,
                **settings) -> Iterator[str]:
         """The text of one sample as it is generated, a piece (a token) at a time; the
         settings are ``generate``'s (n must be 1)."""
-        req = SampleRequest(prime=prime, chars=chars, **settings)
+        req = request(prime=prime, chars=chars, **settings)
         if req.n != 1:
             raise SamplingError("n", "stream one sample at a time (n = 1)")
         for _, text in run_alone(self.network, self.vocab, self.job(req, keep=False)):

@@ -116,8 +116,10 @@ class SampleRequest:
 
     def __post_init__(self):
         for f in fields(self):
-            value = check(f.name, getattr(self, f.name))
-            object.__setattr__(self, f.name, value)
+            value = getattr(self, f.name)
+            if value is None and f.default is not MISSING:  # None: the default (1.0, 1...)
+                value = f.default
+            object.__setattr__(self, f.name, check(f.name, value))
         limits = [name for name in ("chars", "lines", "tokens") if getattr(self, name) is not None]
         if len(limits) > 1:
             raise SamplingError(limits[1], f"give one length: {' or '.join(limits)}, not both")
@@ -131,6 +133,16 @@ class SampleRequest:
 
 
 SETTINGS: dict[str, Setting] = {f.name: f.metadata["setting"] for f in fields(SampleRequest)}
+
+
+def request(**settings: Any) -> SampleRequest:
+    """A SampleRequest from keyword settings; an unknown name is a SamplingError naming the
+    settings there are (not a TypeError)."""
+    unknown = [name for name in settings if name not in SETTINGS]
+    if unknown:
+        raise SamplingError(unknown[0], f"no sampling setting {unknown[0]!r}; the settings are "
+                            f"{', '.join(SETTINGS)}")
+    return SampleRequest(**settings)
 DEFAULTS: dict[str, Any] = {f.name: (None if f.default is MISSING else f.default)
                             for f in fields(SampleRequest)}
 
