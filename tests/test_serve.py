@@ -326,3 +326,41 @@ def test_a_null_field_means_its_default(server, name):
         assert len(nulled.json()["choices"][0]["text"]) == 16  # OpenAI's default
     else:
         assert nulled.json()["choices"] == plain.json()["choices"]
+
+
+def test_a_port_in_use_is_one_line(trained_run):
+    with socket.socket() as taken:
+        taken.bind((HOST, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "textgen", "serve", str(trained_run),
+                                 "--port", str(port)], capture_output=True, text=True,
+                                timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.count("\n") == 1 and f"cannot listen on {HOST} port {port}" in \
+        result.stderr, result.stderr
+
+
+def test_a_prompt_longer_than_the_limit_is_refused(trained_run):
+    """A 1 MB prompt was fed a token a step for minutes, slowing every other request."""
+    s = Server([f"tiny={trained_run}"], "--max-chars", "1000")
+    try:
+        r = s.post({"model": "tiny", "prompt": "the " * 250, "max_tokens": 1})
+        assert r.status_code == 200, r.text
+        r = s.post({"model": "tiny", "prompt": "the " * 200, "max_tokens": 1, "n": 2})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
+        assert "the prompts come to 1,600 tokens" in r.json()["error"]["message"]
+    finally:
+        s.stop()
+
+
+def test_a_client_that_goes_away_before_a_whole_answer_frees_its_row(server):
+    """Without a stream, a client that left was not noticed until its answer was done."""
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{server.url}/v1/completions", timeout=1.5,
+                   json={"model": "tiny", "prompt": "the", "max_tokens": LONG})
+    deadline = time.monotonic() + 30
+    while httpx.get(f"{server.url}/health").json()["models"]["tiny"]["rows"] != 0:
+        assert time.monotonic() < deadline, f"the row was not freed: {server.log()}"
+        time.sleep(0.1)
+    assert "client went away model=tiny" in server.log()

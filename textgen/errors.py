@@ -38,6 +38,10 @@ class PrimeError(TextgenError):
     """The prime text cannot be fed to the model (characters outside the vocabulary)."""
 
 
+class ServeError(TextgenError):
+    """textgen serve cannot start (e.g. its port is taken)."""
+
+
 class TrainingDiverged(TextgenError):
     """Loss became NaN/inf; the last good checkpoint is kept."""
 

@@ -28,8 +28,10 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from . import Batch, PrimeError, SampleRequest, SamplingError, TextgenError, load, page_html
+from .errors import ServeError
 from .sampling import server_fields
 
 DEFAULT_MAX_TOKENS = 16  # as OpenAI's completions API
@@ -322,6 +324,11 @@ class Completions:
         except SamplingError as e:
             raise ApiError(400, str(e), param={v: k for k, v in server_fields().items()}
                            .get(e.field, e.field)) from None
+        fed = sum(len(j.prime_ids) * j.n for j in self.jobs)  # each fed one step at a time
+        if fed > model.limits.max_chars:
+            raise ApiError(400, f"the prompts come to {fed:,} tokens (times n); this server "
+                           f"feeds at most {model.limits.max_chars:,}: send a shorter prompt "
+                           "(the model reads it one token at a time)", param="prompt")
         self.ticket = Ticket(self.jobs)
 
     def _index(self, job_index: int, row: int) -> int:
@@ -338,9 +345,15 @@ class Completions:
         """Join the model's queue (before any response is sent: a full queue is a 429)."""
         self.model.submit(self.ticket)
 
-    async def answer(self) -> dict:
+    async def answer(self, gone: Callable[[], Awaitable[bool]]) -> dict | None:
+        """The whole answer; None if ``gone()`` says the client went away first (looked at
+        every second: its rows then leave the batch)."""
         try:
-            await self.ticket.finished.wait()
+            while not self.ticket.finished.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ticket.finished.wait(), 1.0)
+                if not self.ticket.finished.is_set() and await gone():
+                    return None
         finally:
             self.model.leave(self.ticket)
         choices = []
@@ -444,7 +457,7 @@ class Handlers:
         self.models, self.config = models, config
 
     async def completions(self, request):
-        from starlette.responses import JSONResponse, StreamingResponse
+        from starlette.responses import JSONResponse, Response, StreamingResponse
 
         start = time.monotonic()
         if not _authorised(request, self.config.api_key):
@@ -458,10 +471,14 @@ class Handlers:
                 return StreamingResponse(self._logged(run, start),
                                          media_type="text/event-stream",
                                          headers={"Cache-Control": "no-cache"})
-            answer = await run.answer()
+            answer = await run.answer(request.is_disconnected)
         except ApiError as e:
             _log(f"POST /v1/completions {e.status} {e}")
             return _error(e)
+        if answer is None:
+            _log(f"POST /v1/completions client went away model={c.model} "
+                 f"{time.monotonic() - start:.3f}s")
+            return Response(status_code=499)  # nobody reads it (nginx's "client closed")
         chars = sum(len(ch["text"]) for ch in answer["choices"])
         _log(f"POST /v1/completions 200 model={c.model} chars={chars} "
              f"{time.monotonic() - start:.3f}s")
@@ -550,6 +567,22 @@ def create_app(runs: dict[str, Path], config: ServeConfig = ServeConfig()):
                      exception_handlers={404: h.not_found, 405: h.not_found})
 
 
+def _listen(host: str, port: int):
+    """A socket bound to ``host``:``port``; ServeError (one line) when that cannot be."""
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        sock = socket.socket(family, kind, proto)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as e:
+        raise ServeError(f"cannot listen on {host} port {port}: {e.strerror or e}; choose "
+                         "another --port (or --host)") from None
+    return sock
+
+
 def serve(runs: dict[str, Path], config: ServeConfig = ServeConfig()) -> None:
     """Run the server until SIGTERM or SIGINT, then stop accepting, let in-flight requests
     finish (``config.grace`` seconds at most) and return."""
@@ -557,6 +590,7 @@ def serve(runs: dict[str, Path], config: ServeConfig = ServeConfig()) -> None:
 
     import uvicorn
 
+    sock = _listen(config.host, config.port)  # first: a port in use fails at once
     app = create_app(runs, config)
 
     class Server(uvicorn.Server):
@@ -575,8 +609,9 @@ def serve(runs: dict[str, Path], config: ServeConfig = ServeConfig()) -> None:
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        _log(f"serving {', '.join(runs)} on http://{config.host}:{config.port}")
-        server.run()
+        host = f"[{config.host}]" if ":" in config.host else config.host
+        _log(f"serving {', '.join(runs)} on http://{host}:{sock.getsockname()[1]}")
+        server.run(sockets=[sock])
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
