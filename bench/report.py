@@ -486,8 +486,16 @@ def render_sampling_rules(recs: list[Record]) -> str:
 def render_gpu_bench(recs: list[Record]) -> str:
     """The latest bench/gpu.py record on a GPU: textgen's step against the bare kernel."""
     r = latest(recs, "gpu", lambda r: bool(r["host"].get("gpu")))
-    if r is None:
-        return none_yet("bench/gpu.py on a GPU")
+    return none_yet("bench/gpu.py on a GPU") if r is None else _steps_table(r)
+
+
+def render_gpu_bench_cpu(recs: list[Record]) -> str:
+    """The latest bench/gpu.py --cpu record: the same comparison where no GPU is lent."""
+    r = latest(recs, "gpu", lambda r: r["config"].get("mode") == "cpu")
+    return none_yet("bench/gpu.py --cpu") if r is None else _steps_table(r)
+
+
+def _steps_table(r: Record) -> str:
     rows = []
     for res in r["figures"]["backends"]:
         for row in res.get("rows", []):
@@ -571,6 +579,7 @@ TABLES: dict[str, Callable[[list[Record]], str]] = {
     "serve-soak": render_serve_soak,
     "sampling-rules": render_sampling_rules,
     "gpu-bench": render_gpu_bench,
+    "gpu-bench-cpu": render_gpu_bench_cpu,
     "records": render_records,
 }
 
