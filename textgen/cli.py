@@ -20,7 +20,8 @@ import click
 
 from . import cells
 from ._version import __version__
-from .errors import PrimeError, RunError, Signalled, TextgenError, handle_signals
+from .errors import (PrimeError, RunError, Signalled, TextgenError, handle_signals,
+                     signalled)
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 DEFAULT_RUN = "checkpoints/latest"
@@ -72,10 +73,15 @@ def _signals_raise():
     def handler(signum, frame):
         if not first:
             first.append(signum)
-            raise Signalled(signum)
+            raise signalled(signum)  # remembered: the generation loop raises it again
 
-    with handle_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), handler):
-        yield
+    try:
+        with handle_signals((signal.SIGTERM, signal.SIGINT, signal.SIGHUP), handler):
+            yield
+    finally:
+        if first:  # stopping with the first signal's exit: a late one must not change it
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_IGN)
 
 
 def _os_error(e: OSError, resumable: bool = False) -> TextgenError:

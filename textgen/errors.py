@@ -65,6 +65,23 @@ class Signalled(BaseException):
         self.exit_code = 128 + signum
 
 
+_RAISED: list[int] = []  # the signal whose Signalled the CLI's handler raised, if any
+
+
+def signalled(signum: int) -> Signalled:
+    """The Signalled to raise for ``signum``, remembered: a raise can be swallowed (a signal
+    that lands while a Cython module is imported lazily, e.g. ``numpy.random``, is cleared by
+    the module's start-up code), so long loops call ``check_signalled`` too."""
+    _RAISED.append(signum)
+    return Signalled(signum)
+
+
+def check_signalled() -> None:
+    """Raise again a Signalled that was raised once and swallowed (see ``signalled``)."""
+    if _RAISED:
+        raise Signalled(_RAISED[0])
+
+
 @contextlib.contextmanager
 def handle_signals(signals, handler):
     """Install ``handler`` for each of ``signals`` that the caller does not ignore (``nohup``

@@ -28,7 +28,7 @@ import numpy as np
 from . import cells, runs
 from .config import ModelConfig
 from .corpus import clean_chars
-from .errors import PrimeError, RunError
+from .errors import PrimeError, RunError, check_signalled
 from .sampling import (PROCESSORS, RowSettings, SampleRequest, SamplingError, choose,
                        distribution, request)
 from .vocab import Vocab, WordVocab, describe_chars
@@ -375,6 +375,7 @@ def run_alone(net: Network, vocab, job: Job) -> Iterator[tuple[int, str]]:
     batch = Batch(net, vocab)
     batch.add(job)
     while not job.finished:
+        check_signalled()  # a signal whose first raise a library swallowed stops it here
         for _, row, text in batch.step():
             yield row, text
 
