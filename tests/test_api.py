@@ -179,3 +179,13 @@ def test_evaluate_takes_one_training_corpus_as_a_path(trained_run, tiny_corpus):
     one = run.evaluate(samples=2, sample_chars=50, train_corpus=str(tiny_corpus))
     listed = run.evaluate(samples=2, sample_chars=50, train_corpus=[tiny_corpus])
     assert one.text() == listed.text()
+
+
+@pytest.mark.parametrize("setting, value", [("samples", -1), ("order", "x"), ("order", 13),
+                                            ("passages", 0)])
+def test_evaluate_names_the_setting_it_refuses(trained_run, setting, value):
+    """samples=-1 was reported as 'n must be ...'; order='x' was a TypeError in baselines.py."""
+    import textgen
+
+    with pytest.raises(textgen.ConfigError, match=f"evaluate: {setting} must be a whole number"):
+        textgen.open_run(trained_run).evaluate(**{setting: value})

@@ -159,3 +159,8 @@ def test_training_samples_are_capped(tiny_corpus, tmp_path):
                      "100001"])
     assert result.exit_code == 2 and "sample_chars must be at most 100000" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_an_output_that_is_a_folder_is_named_as_one(trained_run, tmp_path):
+    result = invoke(["sample", "--run", trained_run, "--chars", "5", "-o", tmp_path])
+    assert result.exit_code == 2 and "is a folder; give a file name" in result.stderr

@@ -182,12 +182,22 @@ def test_a_seeded_request_gives_the_same_text_alone_and_beside_31_others(server,
     ({"model": "tiny", "prompt": "the", "style": "sonnets"}, 400, "style"),
     ({"model": "nope", "prompt": "the"}, 404, "model"),
     ([1, 2], 400, None),
+    ({"model": "tiny", "prompt": "the", "best_of": 1.0}, 400, "best_of"),
+    ({"model": "tiny", "prompt": "the", "stream_options": []}, 400, "stream_options"),
+    ({"model": "tiny", "prompt": "the", "stream": True, "stream_options":
+      {"include_usage": "yes"}}, 400, "include_usage"),
 ])
 def test_bad_requests_get_openai_shaped_errors(server, body, status, param):
     response = server.post(body)
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert error["param"] == param and error["message"] and error["type"]
+
+
+def test_a_number_of_thousands_of_digits_is_named_plainly(server):
+    response = server.post(b'{"model": "tiny", "prompt": "the", "seed": ' + b"9" * 5000 + b"}")
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["message"] == "a number in the request has over 4,300 digits"
 
 
 def test_unknown_prompt_characters_are_listed(server):
@@ -204,7 +214,8 @@ def test_a_huge_body_is_refused_before_it_is_read(server):
 def test_unknown_endpoints_and_methods_are_json_errors(server):
     assert httpx.get(f"{server.url}/nope").status_code == 404
     response = httpx.put(f"{server.url}/v1/completions")
-    assert response.status_code == 405 and "error" in response.json()
+    assert response.status_code == 405
+    assert response.json()["error"]["message"] == "method not allowed: PUT /v1/completions"
 
 
 def test_pages_of_the_served_models(server):

@@ -472,6 +472,8 @@ def sample(run_dir, prime_file, output, stream, fmt, replay, **settings):
         settings["prime"] = _read_prime_file(prime_file)
     if stream and settings["n"] > 1:
         raise click.UsageError("--stream prints one sample at a time; use it with --n 1")
+    if output is not None and str(output) != "-" and output.is_dir():
+        raise click.UsageError(f"{output} is a folder; give a file name, e.g. {output}/out.txt")
     if output is not None and str(output) != "-" and output.exists():
         raise click.UsageError(f"{output} already exists; choose another --output or remove it")
 

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .baselines import KneserNey, as_text, unigram_loss
+from .errors import ConfigError
 from .sample import Network
 from .score import heldout_loss, model_loss
 
@@ -144,6 +145,18 @@ class EvalRequest:
     classify: bool = False  # styled runs: accuracy of telling held-out passages' styles apart
     passage_chars: int = 300
     passages: int = 100
+
+    def __post_init__(self):
+        """Whole numbers in range, each error naming its own setting (the command line's
+        flags check the same before)."""
+        for name, low, high in (("order", 1, 12), ("samples", 0, None), ("sample_chars", 1, None),
+                                ("seed", 0, None), ("passage_chars", 10, None),
+                                ("passages", 1, None)):
+            value = getattr(self, name)
+            if type(value) is not int or value < low or (high is not None and value > high):
+                within = f">= {low}" if high is None else f"from {low} to {high}"
+                raise ConfigError(f"evaluate: {name} must be a whole number {within}, "
+                                  f"got {value!r}")
 
 
 def evaluate_run(run_dir, req: EvalRequest = EvalRequest()) -> dict:

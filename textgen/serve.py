@@ -111,7 +111,8 @@ def parse_completion(body: bytes, models: dict, limits: ServeConfig) -> Completi
                 if k in fields and k != "prompt" and v is not None}
     settings.setdefault("tokens", DEFAULT_MAX_TOKENS)
     n = settings.get("n", 1)
-    if data.get("best_of") is not None and data["best_of"] != n:
+    best_of = data.get("best_of")
+    if best_of is not None and (type(best_of) is not int or best_of != n):
         raise ApiError(400, "best_of must equal n (textgen returns every sample)",
                        param="best_of")
     requests = [_request(prompt, settings) for prompt in prompts]
@@ -120,10 +121,12 @@ def parse_completion(body: bytes, models: dict, limits: ServeConfig) -> Completi
         raise ApiError(400, f"this request asks for {total:,} tokens (max_tokens x n x "
                        f"prompts); this server gives at most {limits.max_chars:,}",
                        param="max_tokens")
-    options = data.get("stream_options") or {}
-    if not isinstance(options, dict):
-        raise ApiError(400, "stream_options must be an object", param="stream_options")
-    return Completion(model, requests, stream, bool(options.get("include_usage")))
+    options = data.get("stream_options")
+    options = {} if options is None else options
+    if not isinstance(options, dict) or set(options) - {"include_usage"}:
+        raise ApiError(400, 'stream_options must be an object such as {"include_usage": true}',
+                       param="stream_options")
+    return Completion(model, requests, stream, _flag(options, "include_usage"))
 
 
 def _json(body: bytes):
@@ -134,7 +137,11 @@ def _json(body: bytes):
         return json.loads(body.decode("utf-8"), parse_constant=constant)
     except ApiError:
         raise
-    except (ValueError, UnicodeDecodeError, RecursionError) as e:
+    except ValueError as e:
+        if "int_max_str_digits" in str(e) or "integer string conversion" in str(e):
+            raise ApiError(400, "a number in the request has over 4,300 digits") from None
+        raise ApiError(400, f"the request body is not valid JSON ({e})") from None
+    except RecursionError as e:
         raise ApiError(400, f"the request body is not valid JSON ({e})") from None
 
 
@@ -534,8 +541,9 @@ class Handlers:
         return HTMLResponse(model.page)
 
     async def not_found(self, request, exc):
-        return _error(ApiError(getattr(exc, "status_code", 404),
-                               f"no such endpoint: {request.method} {request.url.path}"))
+        status = getattr(exc, "status_code", 404)
+        what = "method not allowed" if status == 405 else "no such endpoint"
+        return _error(ApiError(status, f"{what}: {request.method} {request.url.path}"))
 
 
 def create_app(runs: dict[str, Path], config: ServeConfig = ServeConfig()):
@@ -601,10 +609,12 @@ def serve(runs: dict[str, Path], config: ServeConfig = ServeConfig()) -> None:
                                    timeout_graceful_shutdown=config.grace, access_log=False))
 
     def stop(signum, frame):
-        _log(f"{signal.Signals(signum).name}: finishing requests in flight "
-             f"(at most {config.grace:g} s), then stopping")
         if server.should_exit:
+            _log(f"{signal.Signals(signum).name} again: stopping now")
             server.force_exit = True
+        else:
+            _log(f"{signal.Signals(signum).name}: finishing requests in flight "
+                 f"(at most {config.grace:g} s), then stopping")
         server.should_exit = True
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
