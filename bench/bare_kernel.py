@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -520,7 +519,6 @@ def check(backend: str, optimizer: str = "adam", steps: int = 3, seed: int = 0) 
     the bare step with its weights ported: the loss of one batch without dropout, then the
     training losses of ``steps`` steps with dropout off on both (so both see the same
     function). A small clipnorm makes the clipping act."""
-    sys.path.insert(0, str(ROOT))
     from textgen.config import Config
     from textgen.devices import load_keras, select_backend
 

@@ -4,6 +4,9 @@
     python bench/gpu.py --budget 120 --out /tmp/gpu-bench
     python bench/gpu.py --cpu --quick         # try it on a CPU: about a minute
 
+textgen must be importable: installed (pip install -e .), or PYTHONPATH=. from the checkout as
+scripts/gpu_session.sh sets it on a GPU machine without an install.
+
 For each backend installed (PyTorch, JAX, TensorFlow), in a process of its own (one backend per
 process; JAX is kept from taking most of the GPU's memory up front), within ``--budget``
 seconds (the parent stops a worker that overruns, keeping what it reported), for each shape
@@ -49,8 +52,6 @@ from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 CORPUS = ROOT / "corpora" / "tinyshakespeare.txt"
 BACKENDS = ("torch", "jax", "tensorflow")
 SHAPES = ("gpu", "best-cpu", "default")  # in order of priority: a tight budget drops the last
