@@ -20,6 +20,17 @@ TINY_TEXT = (
 ) * 12
 
 
+def finish(proc: subprocess.Popen, timeout: float = 300) -> tuple:
+    """``proc.communicate(timeout=...)``, the process killed if it overruns (a hung child once
+    went on using a core for an hour after its test failed, slowing the rest of the suite)."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise
+
+
 def invoke(args, **kwargs):
     """Run the CLI in-process; stdout and stderr are kept apart."""
     result = CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False, **kwargs)

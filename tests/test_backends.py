@@ -28,7 +28,7 @@ from textgen.config import Config, ModelConfig, WindowConfig
 from textgen.errors import ConfigError
 from textgen.windows import TrainBatches, ValBatches, index_shuffle, window_starts
 
-from .conftest import TINY_TEXT, invoke
+from .conftest import TINY_TEXT, finish, invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_TENSORFLOW = ROOT / "tests" / "no_tensorflow"
@@ -258,7 +258,7 @@ def test_two_jax_processes_on_loopback_train_the_same_model(lab):
              str(lab.root / f"jax-worker{index}"), *FLAGS, "--backend", "jax",
              "--strategy", "multiworker"], env=env, cwd=lab.root, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True))
-    outputs = [p.communicate(timeout=300) for p in procs]
+    outputs = [finish(p) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     one, _, _ = runs.read_weights(base / runs.BEST_WEIGHTS)

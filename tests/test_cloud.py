@@ -13,7 +13,7 @@ import pytest
 
 from textgen import runs
 
-from .conftest import TINY_FLAGS, invoke
+from .conftest import TINY_FLAGS, finish, invoke
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = sorted((ROOT / "scripts" / "cloud").glob("*.sh"))
@@ -206,7 +206,7 @@ def test_two_workers_on_loopback_train_the_same_model(tiny_corpus, tmp_path):
              str(tmp_path / f"worker{index}"), *TINY_FLAGS, "--strategy", "multiworker",
              "--sample-every", "0"],
             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outputs = [p.communicate(timeout=300) for p in procs]
+    outputs = [finish(p) for p in procs]
     for p, (_, err) in zip(procs, outputs):
         assert p.returncode == 0, err[-3000:]
     chief, _, _ = runs.read_weights(tmp_path / "worker0" / "weights.h5")

@@ -21,7 +21,7 @@ import pytest
 
 from textgen import runs
 
-from .conftest import TINY_FLAGS, TINY_TEXT, invoke
+from .conftest import TINY_FLAGS, TINY_TEXT, finish, invoke
 
 REPO = Path(__file__).resolve().parents[1]
 # No --steps-per-epoch cap: the steps per epoch follow the corpus's size, as in real runs.
@@ -355,7 +355,7 @@ def test_sample_output_stopped_by_a_signal_leaves_nothing(trained_run, tmp_path,
     _wait_until(lambda: any(folder.iterdir()), proc)  # generating into a temp file beside it
     proc.send_signal(sig)
     proc.send_signal(sig)
-    _, err = proc.communicate(timeout=300)
+    _, err = finish(proc)
     assert proc.returncode == code, err[-3000:]
     assert _last_line(err) == f"Error: stopped by {sig.name}"
     assert list(folder.iterdir()) == []
@@ -379,39 +379,40 @@ def test_a_swallowed_signal_still_stops_the_generation(trained_run, monkeypatch)
     assert raised.value.signum == signal.SIGTERM
 
 
+def _long_sample(run, tmp_path, sig, disposition):
+    """``sample -o`` of 10**8 characters, started with ``sig`` set to ``disposition`` (as a
+    shell or nohup would), once it writes its temporary file: (the output folder, process)."""
+    folder = tmp_path / "out"
+    folder.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--run", str(run),
+                             "--chars", "100000000", "-o", str(folder / "s.txt")], cwd=tmp_path,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(sig, disposition))
+    _wait_until(lambda: any(folder.iterdir()), proc)
+    return folder, proc
+
+
 @pytest.mark.parametrize("gap", [0.02, 0.05, 0.1])
 def test_a_different_late_signal_keeps_the_first_exit(trained_run, tmp_path, gap):
     """SIGTERM then SIGINT tens of milliseconds later: the handlers were put back before the
     process ended, so the late SIGINT killed it (exit -2) instead of its 143."""
-    folder = tmp_path / "out"
-    folder.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--run", str(trained_run),
-                             "--chars", "100000000", "-o", str(folder / "s.txt")], cwd=tmp_path,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    _wait_until(lambda: any(folder.iterdir()), proc)
+    folder, proc = _long_sample(trained_run, tmp_path, signal.SIGINT, signal.SIG_DFL)
     proc.send_signal(signal.SIGTERM)
     time.sleep(gap)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=300)
+    _, err = finish(proc)
     assert proc.returncode == 143, err[-3000:]
     assert list(folder.iterdir()) == []
 
 
 def test_an_ignored_sighup_stays_ignored(trained_run, tmp_path):
     """Under nohup (SIGHUP ignored) a hang-up does not stop a command; SIGTERM still does."""
-    folder = tmp_path / "out"
-    folder.mkdir()
-    proc = subprocess.Popen([sys.executable, "-m", "textgen", "sample", "--run", str(trained_run),
-                             "--chars", "100000000", "-o", str(folder / "s.txt")], cwd=tmp_path,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
-    _wait_until(lambda: any(folder.iterdir()), proc)
+    folder, proc = _long_sample(trained_run, tmp_path, signal.SIGHUP, signal.SIG_IGN)
     proc.send_signal(signal.SIGHUP)
     with pytest.raises(subprocess.TimeoutExpired):
         proc.wait(timeout=3)  # still generating
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=300)
+    _, err = finish(proc)
     assert proc.returncode == 143 and _last_line(err) == "Error: stopped by SIGTERM"
     assert list(folder.iterdir()) == []
 

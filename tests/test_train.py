@@ -11,7 +11,7 @@ import pytest
 
 from textgen import runs
 
-from .conftest import TINY_FLAGS, invoke
+from .conftest import TINY_FLAGS, finish, invoke
 
 # 3 epochs x 4 steps; the plateau callback and dropout are active, so resuming must restore them.
 # (Click keeps the last occurrence of an option, so later flags override TINY_FLAGS'.)
@@ -151,12 +151,12 @@ def test_kills_inside_saves_and_sigterm_then_resume_match_uninterrupted(baseline
     args = ["train", corpus, "--out", out, *RESUME_FLAGS, "--save-every", "1"]
     for i, fault in enumerate(["KILL@written@3", "KILL@rotated@8"]):
         proc = _spawn(args + (["--resume"] if i else []), tmp_path, fault)
-        _, err = proc.communicate(timeout=300)
+        _, err = finish(proc)
         assert proc.returncode == -signal.SIGKILL, err
         assert (out / runs.LAST_WEIGHTS).exists()  # never a moment without last.h5
     assert runs.read_weights(out / runs.LAST_WEIGHTS)[2]["step"] == 7
     proc = _spawn(args + ["--resume"], tmp_path, "TERM@saved@9")
-    _, err = proc.communicate(timeout=300)
+    _, err = finish(proc)
     assert proc.returncode == 143, err
     assert "stopped by SIGTERM with its checkpoint at step 10" in err and "--resume" in err
     assert runs.read_weights(out / runs.LAST_WEIGHTS)[2]["step"] == 10
@@ -201,7 +201,7 @@ def test_sigint_saves_and_exits_130(tiny_corpus, tmp_path):
     assert os.WIFSTOPPED(status)
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGCONT)
-    _, err = proc.communicate(timeout=300)
+    _, err = finish(proc)
     assert proc.returncode == 130, err
     assert "stopped by SIGINT" in err
     _, _, attrs = runs.read_weights(out / runs.LAST_WEIGHTS)
@@ -216,7 +216,7 @@ def test_killed_before_the_first_checkpoint_resumes_from_the_start(baseline, tmp
     out = tmp_path / "run"
     proc = _spawn(["train", corpus, "--out", out, *RESUME_FLAGS, "--save-every", "1"], tmp_path,
                   fault="KILL@start@1")
-    _, err = proc.communicate(timeout=300)
+    _, err = finish(proc)
     assert proc.returncode == -signal.SIGKILL, err
     assert (out / "config.json").exists() and not (out / runs.LAST_WEIGHTS).exists()
     result = invoke(["train", corpus, "--out", out, "--resume"])
