@@ -77,3 +77,18 @@ def test_config_error_is_one_line_exit_1(tmp_path, tiny_corpus):
     assert result.exit_code == 1
     assert result.output.strip().count("\n") == 0
     assert "config file not found" in result.output
+
+
+def test_a_preset_name_is_looked_up_in_configs(tmp_path, monkeypatch):
+    """--config quick (and textgen.train(config="quick")) read configs/quick.toml."""
+    from textgen.config import preset_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "shout.toml").write_text("[clean]\nlowercase = true\n")
+    (tmp_path / "c.txt").write_text("The Cat SAT\n" * 20)
+    assert preset_path("shout") == Path("configs/shout.toml")
+    assert preset_path("nothing") == Path("nothing")  # not a preset: a path, refused later
+    result = invoke(["clean", tmp_path / "c.txt", "--config", "shout", "-o", tmp_path / "o.txt"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "o.txt").read_text().startswith("the cat sat")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from . import runs
-from .config import Config
+from .config import Config, preset_path
 from .errors import ConfigError, RunError
 from .sample import Generator
 
@@ -58,16 +58,8 @@ def _resolve_config(config, settings: dict, base: Config | None, source: str = S
     if isinstance(config, Config):
         start = config if base is None else merge(base, config.to_dict(), "config")
         return merge(start, by_section(settings), source)
-    path = None if config is None else config_path(config)
+    path = None if config is None else preset_path(config)
     return resolve(path, by_section(settings), base=base, source=source)
-
-
-def config_path(value: str | os.PathLike) -> Path:
-    """A config file's path, or a preset's name looked up as configs/NAME.toml."""
-    path = Path(value)
-    if not path.exists() and path.suffix == "" and (Path("configs") / f"{value}.toml").exists():
-        return Path("configs") / f"{value}.toml"
-    return path
 
 
 def train(corpus: str | os.PathLike | list | None = None, *, config=None,

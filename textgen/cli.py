@@ -129,16 +129,6 @@ def cli(ctx, traceback, verbose):
     fault("command", ctx.invoked_subcommand)  # tests signal a command once it has started
 
 
-def _config_path(value: str | None) -> Path | None:
-    """--config accepts a path, or a preset name looked up as configs/NAME.toml."""
-    if value is None:
-        return None
-    path = Path(value)
-    if not path.exists() and path.suffix == "" and (Path("configs") / f"{value}.toml").exists():
-        return Path("configs") / f"{value}.toml"
-    return path
-
-
 def clean_options(f):
     """The corpus-reading and cleaning flags, shared by ``train`` and ``clean``."""
     options = [
@@ -387,7 +377,7 @@ def clean(inputs, output, report, report_json, config_file, **flags):
     textgen clean tweets.json --field text --remove-urls --unescape-html --charset ascii
     textgen clean lyrics/ --glob "*.lyr" --encoding cp1252 --collapse-spaces -o lyrics.txt
     """
-    from .config import by_section, resolve
+    from .config import by_section, preset_path, resolve
     from .data import prepare
     from .runs import write_json, write_text
 
@@ -397,7 +387,8 @@ def clean(inputs, output, report, report_json, config_file, **flags):
     if output is not None and report_json is not None and \
             output.resolve() == report_json.resolve():
         raise click.UsageError("--output and --report-json name the same file; give two names")
-    config = resolve(_config_path(config_file), by_section(flags))
+    config = resolve(None if config_file is None else preset_path(config_file),
+                     by_section(flags))
     prep = prepare(list(inputs), config, keep_text=True, need_windows=False)
     if report:
         click.echo(prep.describe(), err=True)

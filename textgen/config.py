@@ -446,6 +446,14 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: invalid TOML: nested too deeply to read") from None
 
 
+def preset_path(value: str | Path) -> Path:
+    """A config file's path, or a preset's name ("quick") looked up as configs/NAME.toml."""
+    path = Path(value)
+    if not path.exists() and path.suffix == "" and (Path("configs") / f"{value}.toml").exists():
+        return Path("configs") / f"{value}.toml"
+    return path
+
+
 def resolve(config_path: str | Path | None, flags: dict[str, dict[str, Any]],
             base: Config | None = None, source: str = FLAGS_SOURCE) -> Config:
     """Defaults (or ``base``, e.g. a resumed run's config) < TOML file < flags (from
