@@ -356,7 +356,7 @@ def test_a_prompt_longer_than_the_limit_is_refused(trained_run):
     """A 1 MB prompt was fed a token a step for minutes, slowing every other request."""
     s = Server([f"tiny={trained_run}"], "--max-chars", "1000")
     try:
-        r = s.post({"model": "tiny", "prompt": "the " * 250, "max_tokens": 1})
+        r = s.post({"model": "tiny", "prompt": "the " * 250, "max_tokens": 1, "seed": 1})
         assert r.status_code == 200, r.text
         r = s.post({"model": "tiny", "prompt": "the " * 200, "max_tokens": 1, "n": 2})
         assert r.status_code == 400 and r.json()["error"]["param"] == "prompt"
@@ -369,7 +369,7 @@ def test_a_client_that_goes_away_before_a_whole_answer_frees_its_row(server):
     """Without a stream, a client that left was not noticed until its answer was done."""
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.url}/v1/completions", timeout=1.5,
-                   json={"model": "tiny", "prompt": "the", "max_tokens": LONG})
+                   json={"model": "tiny", "prompt": "the", "max_tokens": LONG, "seed": 1})
     deadline = time.monotonic() + 30
     while httpx.get(f"{server.url}/health").json()["models"]["tiny"]["rows"] != 0:
         assert time.monotonic() < deadline, f"the row was not freed: {server.log()}"

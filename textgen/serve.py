@@ -216,6 +216,12 @@ class Ticket:
         for job in self.jobs:
             job.cancel()
 
+    async def wait(self, seconds: float) -> bool:
+        """Wait until the request is done, or ``seconds`` at most; whether it is done."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.finished.wait(), seconds)
+        return self.finished.is_set()
+
 
 class Model:
     """One served run: its generator, its batch and the loop that steps it."""
@@ -317,6 +323,7 @@ class Completions:
     def __init__(self, completion: Completion, model: Model):
         self.c, self.model = completion, model
         self.id = f"cmpl-{uuid.uuid4().hex[:24]}"
+        self.sent_chars = 0  # characters streamed so far (for the log line)
         self.created = int(time.time())
         gen = model.generator
         try:
@@ -356,10 +363,8 @@ class Completions:
         """The whole answer; None if ``gone()`` says the client went away first (looked at
         every second: its rows then leave the batch)."""
         try:
-            while not self.ticket.finished.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.ticket.finished.wait(), 1.0)
-                if not self.ticket.finished.is_set() and await gone():
+            while not await self.ticket.wait(1.0):
+                if await gone():
                     return None
         finally:
             self.model.leave(self.ticket)
@@ -379,8 +384,7 @@ class Completions:
                 if sent is not None and interval:  # gather what comes until the next chunk
                     wait = interval - (time.monotonic() - sent)
                     if wait > 0:  # (or until the request is done)
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self.ticket.finished.wait(), wait)
+                        await self.ticket.wait(wait)
                 item = await self.ticket.queue.get()
                 items = [item]
                 while not self.ticket.queue.empty():
@@ -407,6 +411,7 @@ class Completions:
             self.model.leave(self.ticket)
 
     def _sse(self, choices: list, usage: dict | None = None) -> str:
+        self.sent_chars += sum(len(choice["text"]) for choice in choices)
         return f"data: {json.dumps(self._envelope(choices, usage), ensure_ascii=False)}\n\n"
 
 
@@ -492,18 +497,15 @@ class Handlers:
         return JSONResponse(answer)
 
     async def _logged(self, run: Completions, start: float):
-        chars = 0
         try:
             async for chunk in run.events():
-                if chunk.startswith("data: {"):
-                    chars += sum(len(ch["text"]) for ch in json.loads(chunk[6:])["choices"])
                 yield chunk
         except Exception as e:  # a bug: logged with its type, the stream ends
             _log(f"POST /v1/completions stream failed: {type(e).__name__}: {e}")
             raise
         finally:
-            _log(f"POST /v1/completions 200 stream model={run.c.model} chars={chars} "
-                 f"{time.monotonic() - start:.3f}s")
+            _log(f"POST /v1/completions 200 stream model={run.c.model} "
+                 f"chars={run.sent_chars} {time.monotonic() - start:.3f}s")
 
     async def list_models(self, request):
         from starlette.responses import JSONResponse
